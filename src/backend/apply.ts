@@ -1,0 +1,123 @@
+// Diffs planned objects against the kernel and applies the difference in one batch per tool.
+import { CniError, ErrorCode } from "../cni/errors.js";
+import type { Family } from "../net/cidr.js";
+import {
+  objectKey, type IptablesVariant, type KernelObject, type MarkChain, type PodSet, type PolicyRoute, type PolicyRule,
+  type RpFilter, type SetElement, type SuppressRule,
+} from "../plan.js";
+import { MangleTable, destroySets, elementPresent, ipsetNames, restoreChains, restoreSets, setMembers } from "./iptables.js";
+import {
+  applyRouteBatch, readRpFilter, readRules, readTableRoutes, routeMatches, ruleMatches, suppressMatches, writeRpFilter,
+} from "./iproute.js";
+
+type Of<K extends KernelObject["kind"]> = Extract<KernelObject, { kind: K }>;
+const ofKind = <K extends KernelObject["kind"]>(objects: KernelObject[], kind: K) =>
+  objects.filter((o): o is Of<K> => o.kind === kind);
+const families = (objects: { family: Family }[]) => [...new Set(objects.map((o) => o.family))];
+
+/** Reads kernel state lazily, once per source, for the duration of one operation. */
+class KernelView {
+  private mangle = new Map<string, MangleTable>();
+  private rules = new Map<Family, ReturnType<typeof readRules>>();
+  private members = new Map<string, ReturnType<typeof setMembers>>();
+  private sets?: Set<string>;
+
+  mangleOf(family: Family, variant: IptablesVariant): MangleTable {
+    const k = `${family}/${variant}`;
+    if (!this.mangle.has(k)) this.mangle.set(k, MangleTable.read(family, variant));
+    return this.mangle.get(k)!;
+  }
+  rulesOf(family: Family) {
+    if (!this.rules.has(family)) this.rules.set(family, readRules(family));
+    return this.rules.get(family)!;
+  }
+  setNames(): Set<string> {
+    return (this.sets ??= ipsetNames());
+  }
+  membersOf(set: string) {
+    if (!this.members.has(set)) this.members.set(set, setMembers(set));
+    return this.members.get(set);
+  }
+
+  /** Empty when the object is installed as planned; otherwise what is wrong, in words. */
+  drift(o: KernelObject): string[] {
+    const missing = (what: string) => [`${what} is missing`];
+    switch (o.kind) {
+      case "ipset": return this.setNames().has(o.name) ? [] : missing(`ipset ${o.name}`);
+      case "element": return elementPresent(this.membersOf(o.set), o) ? [] : missing(`ipset element ${o.address},${o.iface} in ${o.set}`);
+      case "markChain": return this.mangleOf(o.family, o.variant).drift(o);
+      case "rule": return this.rulesOf(o.family).some((e) => ruleMatches(e, o)) ? [] : missing(`ip -${o.family} rule ${o.priority}: fwmark 0x${o.mark.toString(16)}/0x${o.mask.toString(16)} lookup ${o.table}`);
+      case "suppressRule": return this.rulesOf(o.family).some((e) => suppressMatches(e, o)) ? [] : missing(`ip -${o.family} rule ${o.priority}: lookup main suppress_prefixlength ${o.prefixLength}`);
+      case "route": return readTableRoutes(o.family, o.table).some((e) => routeMatches(e, o)) ? [] : missing(`default via ${o.gateway} dev ${o.dev} in table ${o.table} (IPv${o.family})`);
+      case "rpFilter": {
+        const value = readRpFilter(o.dev);
+        return value === o.value ? [] : [`rp_filter of ${o.dev} is ${value ?? "unreadable (no such interface)"}, not ${o.value} (loose)`];
+      }
+    }
+  }
+}
+
+/** For each object, what differs from the plan (an empty list: installed as planned). */
+export function driftOf(objects: KernelObject[]): Map<string, string[]> {
+  const view = new KernelView();
+  return new Map(objects.map((o) => [objectKey(o), view.drift(o)]));
+}
+
+export interface Removal { object: KernelObject; /** rp_filter value to put back */ previous?: number }
+
+/**
+ * Installs `install` and removes `remove`, batching per tool, in dependency order: sets before the
+ * rules that match them, chains gone before their sets are destroyed. Installing is idempotent and
+ * removing tolerates absence, so a retried or crashed operation can simply run again.
+ * Returns the rp_filter values found before they were loosened, by object key.
+ */
+export function applyChange(install: KernelObject[], remove: Removal[]): Map<string, number> {
+  const view = new KernelView();
+  const removed = remove.map((r) => r.object);
+
+  restoreSets(ofKind(install, "ipset"), ofKind(install, "element"), ofKind(removed, "element"));
+
+  const chainsIn = ofKind(install, "markChain");
+  const chainsOut = ofKind(removed, "markChain");
+  const variants = new Set([...chainsIn, ...chainsOut].map((c) => `${c.family}/${c.variant}`));
+  for (const v of variants) {
+    const match = (c: MarkChain) => `${c.family}/${c.variant}` === v;
+    const [family, variant] = v.split("/") as [string, IptablesVariant];
+    restoreChains(Number(family) as Family, variant, chainsIn.filter(match), chainsOut.filter(match), view.mangleOf(Number(family) as Family, variant));
+  }
+
+  const setsOut = ofKind(removed, "ipset");
+  if (setsOut.length) destroySets(setsOut, view.setNames());
+
+  const routing = [...ofKind(install, "rule"), ...ofKind(install, "suppressRule"), ...ofKind(install, "route"),
+    ...ofKind(removed, "rule"), ...ofKind(removed, "suppressRule"), ...ofKind(removed, "route")];
+  for (const family of families(routing)) {
+    const fam = <T extends { family: Family }>(xs: T[]) => xs.filter((x) => x.family === family);
+    const absent = <T extends PolicyRule | SuppressRule>(xs: T[]) => fam(xs).filter((x) => view.drift(x).length > 0);
+    const present = <T extends PolicyRule | SuppressRule | PolicyRoute>(xs: T[]) => fam(xs).filter((x) => view.drift(x).length === 0);
+    applyRouteBatch(family, {
+      replaceRoutes: fam(ofKind(install, "route")),
+      addRules: absent(ofKind(install, "rule")),
+      addSuppress: absent(ofKind(install, "suppressRule")),
+      delRules: present(ofKind(removed, "rule")),
+      delSuppress: present(ofKind(removed, "suppressRule")),
+      delRoutes: fam(ofKind(removed, "route")).filter((r) => readTableRoutes(family, r.table).some((e) => e.dst === "default")),
+    });
+  }
+
+  const previous = new Map<string, number>();
+  for (const rp of ofKind(install, "rpFilter")) {
+    const value = readRpFilter(rp.dev);
+    if (value === undefined) throw new CniError(ErrorCode.nodeNotReady, `uplink ${rp.dev} does not exist`);
+    previous.set(objectKey(rp), value);
+    if (value !== rp.value) writeRpFilter(rp.dev, rp.value);
+  }
+  for (const { object, previous: before } of remove) {
+    const rp = object as RpFilter;
+    // Put back what was there, unless someone changed it since we loosened it.
+    if (object.kind === "rpFilter" && before !== undefined && readRpFilter(rp.dev) === rp.value) writeRpFilter(rp.dev, before);
+  }
+  return previous;
+}
+
+export type { PodSet, SetElement };

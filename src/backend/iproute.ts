@@ -1,0 +1,78 @@
+// Routing objects, whatever marks the packets: ip rules, the policy table's default route, rp_filter.
+import { readFileSync, writeFileSync } from "node:fs";
+import { mustRun } from "../kernel/exec.js";
+import type { Family } from "../net/cidr.js";
+import type { PolicyRoute, PolicyRule, SuppressRule, Uplink } from "../plan.js";
+
+interface IpRuleEntry { priority: number; fwmark?: string; fwmask?: string; table?: string; suppress_prefixlen?: number; src?: string }
+interface IpRouteEntry { dst: string; gateway?: string; dev?: string; metric?: number }
+
+const ipJson = <T>(family: Family, args: string[]): T[] =>
+  JSON.parse(mustRun(["ip", "-j", `-${family}`, ...args]) || "[]") as T[];
+
+export const readRules = (family: Family) => ipJson<IpRuleEntry>(family, ["rule", "show"]);
+export const readTableRoutes = (family: Family, table: number) => ipJson<IpRouteEntry>(family, ["route", "show", "table", String(table)]);
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+// `ip -j rule` prints the table by name for the kernel's own (main) and by number otherwise.
+const tableName = (t: number | string) => (String(t) === "254" ? "main" : String(t));
+
+export const ruleMatches = (entry: IpRuleEntry, r: PolicyRule) =>
+  entry.priority === r.priority && entry.fwmark === hex(r.mark) && (entry.fwmask ?? "0xffffffff") === hex(r.mask) &&
+  entry.table === tableName(r.table);
+
+export const suppressMatches = (entry: IpRuleEntry, r: SuppressRule) =>
+  entry.priority === r.priority && entry.table === "main" && entry.suppress_prefixlen === r.prefixLength;
+
+export const routeMatches = (entry: IpRouteEntry, r: PolicyRoute) => entry.dst === "default" && entry.gateway === r.gateway && entry.dev === r.dev;
+
+const ruleArgs = (r: PolicyRule) => ["fwmark", `${hex(r.mark)}/${hex(r.mask)}`, "lookup", String(r.table), "priority", String(r.priority)];
+const suppressArgs = (r: SuppressRule) => ["lookup", "main", "suppress_prefixlength", String(r.prefixLength), "priority", String(r.priority)];
+
+export interface RouteBatch {
+  addRules: PolicyRule[]; delRules: PolicyRule[];
+  addSuppress: SuppressRule[]; delSuppress: SuppressRule[];
+  replaceRoutes: PolicyRoute[]; delRoutes: PolicyRoute[];
+}
+
+/** One `ip -batch` per family. Callers pass only what is absent (adds) or present (deletes), so no line fails on state. */
+export function applyRouteBatch(family: Family, b: RouteBatch): void {
+  const lines = [
+    ...b.replaceRoutes.map((r) => ["route", "replace", "default", "via", r.gateway, "dev", r.dev, "table", String(r.table)]),
+    ...b.addRules.map((r) => ["rule", "add", ...ruleArgs(r)]),
+    ...b.addSuppress.map((r) => ["rule", "add", "from", "all", ...suppressArgs(r)]),
+    ...b.delRules.map((r) => ["rule", "del", ...ruleArgs(r)]),
+    ...b.delSuppress.map((r) => ["rule", "del", "from", "all", ...suppressArgs(r)]),
+    ...b.delRoutes.map((r) => ["route", "del", "default", "table", String(r.table)]),
+  ];
+  if (lines.length) mustRun(["ip", `-${family}`, "-batch", "-"], lines.map((l) => l.join(" ")).join("\n") + "\n");
+}
+
+/** The main table's default route with a gateway (never "via 0.0.0.0"), lowest metric first. */
+export function detectUplink(family: Family): Uplink | undefined {
+  const best = ipJson<IpRouteEntry>(family, ["route", "show", "default", "table", "main"])
+    .filter((r) => r.gateway && r.dev)
+    .sort((a, b) => (a.metric ?? 0) - (b.metric ?? 0))[0];
+  return best && { dev: best.dev!, gateway: best.gateway! };
+}
+
+/** interface name → the bridge it is enslaved to. */
+export function linkMasters(): Map<string, string> {
+  const links = JSON.parse(mustRun(["ip", "-j", "link", "show"]) || "[]") as { ifname: string; master?: string }[];
+  return new Map(links.filter((l) => l.master).map((l) => [l.ifname, l.master!]));
+}
+
+const rpFilterPath = (dev: string) => `/proc/sys/net/ipv4/conf/${dev}/rp_filter`;
+
+/** The uplink's rp_filter, or undefined when the interface does not exist. */
+export function readRpFilter(dev: string): number | undefined {
+  try {
+    return Number(readFileSync(rpFilterPath(dev), "utf8").trim());
+  } catch {
+    return undefined;
+  }
+}
+
+export function writeRpFilter(dev: string, value: number): void {
+  writeFileSync(rpFilterPath(dev), `${value}\n`);
+}

@@ -1,0 +1,105 @@
+// The command line for people: what is installed, what an ADD would do, and putting things right.
+import { Command } from "commander";
+import { objectKey } from "./plan.js";
+import * as commands from "./commands.js";
+import { CniError } from "./cni/errors.js";
+import { decodeNetconf, readStdin } from "./cni/request.js";
+import { SUPPORTED_VERSIONS, parseConfig } from "./config.js";
+import { withState, type Transaction } from "./engine.js";
+
+export const VERSION = "0.1.0";
+const DEFAULT_STATE_DIR = "/var/lib/cni/markroute";
+
+export async function cli(args: string[]): Promise<number> {
+  const program = new Command("markroute")
+    .description("Chained CNI plugin: marks pod traffic and routes the mark through a policy table.\nRun by the container runtime with CNI_COMMAND set; these subcommands are for people.")
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  program.command("version").description("print markroute's version and the CNI versions it speaks").action(() => {
+    console.log(`markroute ${VERSION}\nCNI versions: ${SUPPORTED_VERSIONS.join(", ")}`);
+  });
+
+  program.command("status")
+    .description("attachments, reference counts, installed objects and their drift from the kernel")
+    .option("--state-dir <dir>", "state directory", DEFAULT_STATE_DIR)
+    .option("--json", "machine-readable output")
+    .action(async (opts: { stateDir: string; json?: boolean }) => {
+      const report = await withState(opts.stateDir, statusReport);
+      console.log(opts.json ? JSON.stringify(report, null, 2) : formatStatus(opts.stateDir, report));
+    });
+
+  program.command("plan")
+    .description("read a netconf (with prevResult) on stdin and print the kernel objects an ADD would install; changes nothing")
+    .option("--container-id <id>", "container ID to plan for", "plan")
+    .option("--ifname <name>", "the container's interface name", "eth0")
+    .action((opts: { containerId: string; ifname: string }) => {
+      const config = parseConfig(decodeNetconf(readStdin()));
+      const plan = commands.dryRun(config, { network: config.name, containerId: opts.containerId, ifName: opts.ifname }, opts.ifname);
+      console.log(JSON.stringify(plan, null, 2));
+    });
+
+  program.command("reconcile")
+    .description("re-apply every recorded attachment and remove what no record needs; prints what it fixed")
+    .option("--state-dir <dir>", "state directory", DEFAULT_STATE_DIR)
+    .action(async (opts: { stateDir: string }) => {
+      const summary = await withState(opts.stateDir, (tx) => {
+        const drifted = [...tx.drift(Object.values(tx.index.objects).map((e) => e.object))].filter(([, p]) => p.length);
+        tx.reconcile();
+        return { repaired: drifted.map(([key, problems]) => ({ key, problems })), ...tx.summary };
+      });
+      console.log(JSON.stringify(summary, null, 2));
+    });
+
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return 0;
+  } catch (err) {
+    if (err instanceof CniError) {
+      process.stderr.write(`markroute: ${err.message}\n`);
+      return 1;
+    }
+    const code = (err as { exitCode?: number }).exitCode;
+    if (code !== undefined) return code; // commander already printed help or the usage error
+    throw err;
+  }
+}
+
+interface StatusReport {
+  attachments: { id: string; pod?: string; iface: string; addresses: string[]; createdAt: string }[];
+  objects: { key: string; refs: number; drift: string[] }[];
+  unrecordedHolders: string[];
+}
+
+function statusReport(tx: Transaction): StatusReport {
+  const records = tx.records();
+  const entries = Object.values(tx.index.objects);
+  const drift = tx.drift(entries.map((e) => e.object));
+  const holders = Object.values(tx.index.holders);
+  return {
+    attachments: records.map((r) => ({
+      id: r.id,
+      pod: r.attachment.podNamespace && `${r.attachment.podNamespace}/${r.attachment.podName}`,
+      iface: r.hostMatch.iface,
+      addresses: r.hostMatch.addresses.map((a) => a.address),
+      createdAt: r.createdAt,
+    })),
+    objects: entries.map((e) => {
+      const key = objectKey(e.object);
+      return { key, refs: holders.filter((keys) => keys.includes(key)).length, drift: drift.get(key) ?? [] };
+    }),
+    unrecordedHolders: Object.keys(tx.index.holders).filter((id) => !records.some((r) => r.id === id)),
+  };
+}
+
+function formatStatus(stateDir: string, report: StatusReport): string {
+  const lines = [`state directory: ${stateDir}`, `attachments: ${report.attachments.length}`];
+  for (const a of report.attachments) lines.push(`  ${a.id}  ${a.pod ?? "-"}  via ${a.iface}  ${a.addresses.join(", ")}  since ${a.createdAt}`);
+  const shared = report.objects.filter((o) => !o.key.startsWith("element/"));
+  lines.push(`shared objects: ${shared.length} (and ${report.objects.length - shared.length} set elements)`);
+  for (const o of shared) lines.push(`  ${o.key}  refs=${o.refs}  ${o.drift.length ? `DRIFT: ${o.drift.join("; ")}` : "ok"}`);
+  const drifted = report.objects.filter((o) => o.drift.length);
+  lines.push(drifted.length ? `drift: ${drifted.length} object(s) differ from the records; run \`markroute reconcile\`` : "drift: none");
+  for (const id of report.unrecordedHolders) lines.push(`  index holder without record: ${id}`);
+  return lines.join("\n");
+}

@@ -1,0 +1,135 @@
+// The CNI verbs as plain functions over a validated config: ADD, DEL, CHECK, GC, STATUS, VERSION.
+import { detectVariant } from "./backend/iptables.js";
+import { detectUplink, linkMasters } from "./backend/iproute.js";
+import { CniError, ErrorCode } from "./cni/errors.js";
+import type { CniRequest } from "./cni/request.js";
+import { resultInVersion } from "./cni/result.js";
+import { SUPPORTED_VERSIONS, type Config } from "./config.js";
+import { runTool } from "./kernel/exec.js";
+import type { Family } from "./net/cidr.js";
+import {
+  attachmentId, objectKey, planAttachment, resolveHostMatch, type Attachment, type AttachmentPlan, type HostMatch,
+  type NodeFacts, type Uplink,
+} from "./plan.js";
+import { withState, type ChangeSummary } from "./engine.js";
+
+export interface Outcome {
+  /** What goes to stdout; undefined prints nothing (DEL, GC, STATUS succeed silently). */
+  result?: object;
+  summary?: ChangeSummary;
+}
+
+// Pod identity for rule comments, kept to the characters Kubernetes itself allows.
+const K8S_NAME = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
+
+export function attachmentOf(config: Config, req: CniRequest): Attachment {
+  const podNamespace = req.args.get("K8S_POD_NAMESPACE");
+  const podName = req.args.get("K8S_POD_NAME");
+  const k8s = podNamespace && podName && K8S_NAME.test(podNamespace) && K8S_NAME.test(podName);
+  return {
+    network: config.name, containerId: req.containerId, ifName: req.ifName,
+    ...(k8s ? { podNamespace, podName } : {}),
+  };
+}
+
+export function hostMatchOf(config: Config, ifName: string): HostMatch {
+  if (!config.prevResult) {
+    throw new CniError(ErrorCode.invalidConfig, "invalid netconf: prevResult: missing; markroute is a chained plugin and must follow a main plugin (ptp, bridge, ...) in a conflist");
+  }
+  let masters: Map<string, string> | undefined;
+  return resolveHostMatch(config.prevResult, ifName, (iface) => (masters ??= linkMasters()).get(iface));
+}
+
+/** The node facts a plan needs: the netconf's where given, else detected once and cached in the index. */
+export function nodeFacts(config: Config, families: Family[], cached: Partial<NodeFacts> = {}): NodeFacts {
+  const uplinks: Partial<Record<Family, Uplink>> = {};
+  for (const family of families) {
+    const gateway = family === 4 ? config.gateway : config.gateway6;
+    const detected = config.uplink && gateway ? undefined : (cached.uplinks?.[family] ?? detectUplink(family));
+    const dev = config.uplink ?? detected?.dev;
+    const gw = gateway ?? detected?.gateway;
+    if (dev && gw) uplinks[family] = { dev, gateway: gw };
+  }
+  return { iptablesVariant: cached.iptablesVariant ?? detectVariant(), uplinks };
+}
+
+const familiesOf = (m: HostMatch) => [...new Set(m.addresses.map((a) => a.family))];
+
+export async function add(config: Config, req: CniRequest): Promise<Outcome> {
+  const attachment = attachmentOf(config, req);
+  const hostMatch = hostMatchOf(config, req.ifName);
+  const summary = await withState(config.stateDir, (tx) => {
+    const facts = nodeFacts(config, familiesOf(hostMatch), tx.index.facts);
+    tx.index.facts = { iptablesVariant: facts.iptablesVariant, uplinks: { ...tx.index.facts?.uplinks, ...facts.uplinks } };
+    tx.add(planAttachment(config, attachment, hostMatch, facts));
+    return tx.summary;
+  });
+  return { result: resultInVersion(config.prevResult!, config.cniVersion), summary };
+}
+
+/** DEL removes what ADD recorded, whatever the netconf says now; nothing recorded is success. */
+export async function del(config: Config, req: CniRequest): Promise<Outcome> {
+  const id = attachmentId(attachmentOf(config, req));
+  const summary = await withState(config.stateDir, (tx) => {
+    tx.remove(id);
+    return tx.summary;
+  });
+  return { summary };
+}
+
+export async function check(config: Config, req: CniRequest): Promise<Outcome> {
+  if (!config.prevResult) throw new CniError(ErrorCode.invalidConfig, "invalid netconf: prevResult: CHECK needs the prevResult of ADD");
+  const id = attachmentId(attachmentOf(config, req));
+  const problems = await withState(config.stateDir, (tx) => {
+    const record = tx.store.readRecord(id);
+    if (!record) throw new CniError(ErrorCode.unknownContainer, `no markroute attachment ${id}: it was never added, or was deleted`);
+    return [...tx.drift(record.objects).values()].flat();
+  });
+  if (problems.length) throw new CniError(ErrorCode.checkFailed, `attachment ${id} is not fully installed: ${problems.join("; ")}`);
+  return {};
+}
+
+/** GC (CNI 1.1): removes this network's attachments that the runtime no longer lists. */
+export async function gc(config: Config): Promise<Outcome> {
+  const valid = new Set((config.validAttachments ?? []).map((a) => `${a.containerID}/${a.ifname}`));
+  const summary = await withState(config.stateDir, (tx) => {
+    for (const r of tx.records()) {
+      const a = r.attachment;
+      if (a.network === config.name && !valid.has(`${a.containerId}/${a.ifName}`)) tx.remove(r.id);
+    }
+    return tx.summary;
+  });
+  return { summary };
+}
+
+/** STATUS (CNI 1.1): code 50 with the reason when this node cannot serve ADD. */
+export function status(config: Config): Outcome {
+  for (const tool of [["ip", "-V"], ["ipset", "version"], ["iptables-nft-restore", "--version"]]) {
+    try {
+      if (runTool(tool).status !== 0) throw new Error();
+    } catch {
+      throw new CniError(ErrorCode.pluginNotAvailable, `${tool[0]} is missing or broken on this node`);
+    }
+  }
+  const facts = nodeFacts(config, [4]);
+  if (!facts.uplinks[4]) throw new CniError(ErrorCode.pluginNotAvailable, "no uplink: the main table has no default route with a gateway, and the netconf sets none");
+  return {};
+}
+
+export function version(cniVersion: unknown): Outcome {
+  const current = SUPPORTED_VERSIONS.at(-1)!;
+  return {
+    result: {
+      cniVersion: typeof cniVersion === "string" && (SUPPORTED_VERSIONS as readonly string[]).includes(cniVersion) ? cniVersion : current,
+      supportedVersions: SUPPORTED_VERSIONS,
+    },
+  };
+}
+
+/** What an ADD would install for this netconf (the CLI's `plan`): nothing changes. */
+export function dryRun(config: Config, attachment: Attachment, ifName: string): AttachmentPlan & { keys: string[] } {
+  const hostMatch = hostMatchOf(config, ifName);
+  const plan = planAttachment(config, attachment, hostMatch, nodeFacts(config, familiesOf(hostMatch)));
+  return { ...plan, keys: plan.objects.map(objectKey) };
+}
+

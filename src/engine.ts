@@ -1,0 +1,127 @@
+// Reference-counted changes under the lock: records first, then the kernel, then the index.
+import { applyChange, driftOf, type Removal } from "./backend/apply.js";
+import { objectKey, type AttachmentPlan, type KernelObject } from "./plan.js";
+import { acquireLock } from "./state/lock.js";
+import {
+  STATE_VERSION, StateStore, emptyIndex, kernelIdentity, type AttachmentRecord, type StateIndex,
+} from "./state/store.js";
+
+export const LOCK_TIMEOUT_MS = 10_000;
+
+/** What happened to the kernel in one operation, for logs and `reconcile`. */
+export interface ChangeSummary {
+  installed: string[];
+  removed: string[];
+  recovered: boolean;
+  lockWaitMs: number;
+}
+
+export class Transaction {
+  readonly summary: ChangeSummary;
+
+  constructor(readonly store: StateStore, readonly index: StateIndex, lockWaitMs: number, recovered: boolean) {
+    this.summary = { installed: [], removed: [], recovered, lockWaitMs };
+  }
+
+  private refCount(key: string): number {
+    return Object.values(this.index.holders).filter((keys) => keys.includes(key)).length;
+  }
+
+  /** Keys among `released` that no attachment holds any more and that may be installed. */
+  private unheld(released: string[]): string[] {
+    return [...new Set(released)].filter((k) => this.refCount(k) === 0 && this.index.objects[k]);
+  }
+
+  /** Before the kernel is touched: the index lists what may be installed, and says an operation is under way. */
+  private markDirty(install: KernelObject[]): void {
+    for (const o of install) this.index.objects[objectKey(o)] = { ...this.index.objects[objectKey(o)], object: o };
+    this.index.dirty = true;
+    this.store.writeIndex(this.index);
+  }
+
+  /** Changes the kernel, then records that it is done. A crash before the end leaves the index dirty. */
+  private applyAndClean(install: KernelObject[], removeKeys: string[], afterKernel?: () => void): void {
+    const previous = applyChange(install, removeKeys.map((k): Removal => this.index.objects[k]!));
+    for (const [k, value] of previous) this.index.objects[k]!.previous ??= value;
+    for (const k of removeKeys) delete this.index.objects[k];
+    afterKernel?.();
+    if (Object.keys(this.index.holders).length === 0) delete this.index.facts;
+    this.index.dirty = false;
+    this.store.writeIndex(this.index);
+    this.summary.installed.push(...install.map(objectKey));
+    this.summary.removed.push(...removeKeys);
+  }
+
+  /**
+   * Installs what the plan needs and is not known to be installed as planned (the pod's own set
+   * elements always: re-ADD must leave them present). Re-ADD releases what the old plan held and
+   * the new one does not.
+   */
+  add(plan: AttachmentPlan): void {
+    const keys = plan.objects.map(objectKey);
+    const released = (this.index.holders[plan.id] ?? []).filter((k) => !keys.includes(k));
+    const install = plan.objects.filter((o) => {
+      const known = this.index.objects[objectKey(o)];
+      return !known || o.kind === "element" || JSON.stringify(known.object) !== JSON.stringify(o);
+    });
+    this.index.holders[plan.id] = keys;
+    const removeKeys = this.unheld(released);
+    this.markDirty(install);
+    // The record is written before the kernel changes, so whatever gets installed is traceable.
+    this.store.writeRecord({ ...plan, version: STATE_VERSION, createdAt: new Date().toISOString() });
+    this.applyAndClean(install, removeKeys);
+  }
+
+  /** Removes the attachment's objects that no other attachment holds. False when there was nothing to remove. */
+  remove(id: string): boolean {
+    const keys = this.index.holders[id] ?? this.store.readRecord(id)?.objects.map(objectKey);
+    if (!keys) return false;
+    delete this.index.holders[id];
+    const removeKeys = this.unheld(keys);
+    this.markDirty([]);
+    this.applyAndClean([], removeKeys, () => this.store.deleteRecord(id));
+    return true;
+  }
+
+  /** Re-applies every recorded attachment and removes what no record needs: the answer to any doubt. */
+  reconcile(): void {
+    const records = this.store.listRecords().sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    const desired = new Map<string, KernelObject>();
+    for (const r of records) for (const o of r.objects) desired.set(objectKey(o), o);
+    this.index.holders = Object.fromEntries(records.map((r) => [r.id, r.objects.map(objectKey)]));
+    const stale = this.unheld(Object.keys(this.index.objects).filter((k) => !desired.has(k)));
+    this.markDirty([...desired.values()]);
+    this.applyAndClean([...desired.values()], stale);
+  }
+
+  records(): AttachmentRecord[] {
+    return this.store.listRecords();
+  }
+
+  /** For a set of objects, what differs in the kernel from the plan. */
+  drift(objects: KernelObject[]): Map<string, string[]> {
+    return driftOf(objects);
+  }
+}
+
+/**
+ * Runs `fn` holding the state directory's lock. An index that is missing, dirty (an operation
+ * died midway) or from another boot or network namespace is first reconciled from the records.
+ */
+export async function withState<T>(stateDir: string, fn: (tx: Transaction) => T): Promise<T> {
+  const store = new StateStore(stateDir);
+  store.ensure();
+  const lock = await acquireLock(stateDir, LOCK_TIMEOUT_MS);
+  try {
+    const kernel = kernelIdentity();
+    const found = store.readIndex();
+    const healthy = found && !found.dirty && found.kernel === kernel;
+    // Objects of another boot or namespace are not ours to remove here: start from the records alone.
+    const index = found && found.kernel === kernel ? found : emptyIndex(kernel);
+    const tx = new Transaction(store, index, lock.waitedMs, !healthy);
+    if (!healthy && (found || store.listRecords().length > 0)) tx.reconcile();
+    return fn(tx);
+  } finally {
+    await lock.release();
+  }
+}

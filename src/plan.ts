@@ -1,0 +1,134 @@
+// The pure plan: which kernel objects one attachment needs, as data. No effects here.
+import { createHash } from "node:crypto";
+import type { Config, PrevResult } from "./config.js";
+import { CniError, ErrorCode } from "./cni/errors.js";
+import { hostAddress, type Family } from "./net/cidr.js";
+
+export type IptablesVariant = "nft" | "legacy";
+
+/** An ipset of (pod address, host interface) pairs for one network and family. */
+export interface PodSet { kind: "ipset"; family: Family; name: string }
+/** One pod address as seen arriving from its host interface. */
+export interface SetElement { kind: "element"; family: Family; set: string; address: string; iface: string; comment: string }
+/** Our mangle chain: exemptions, then one MARK rule over the pod set; jumped to from PREROUTING. */
+export interface MarkChain {
+  kind: "markChain"; family: Family; variant: IptablesVariant; chain: string; set: string;
+  mark: number; mask: number; exempt: string[]; network: string;
+}
+export interface PolicyRule { kind: "rule"; family: Family; priority: number; mark: number; mask: number; table: number }
+/** `from all lookup main suppress_prefixlength N`, one priority ahead of the policy rule. */
+export interface SuppressRule { kind: "suppressRule"; family: Family; priority: number; prefixLength: number }
+export interface PolicyRoute { kind: "route"; family: Family; table: number; gateway: string; dev: string }
+export interface RpFilter { kind: "rpFilter"; dev: string; value: 2 }
+
+export type KernelObject = PodSet | SetElement | MarkChain | PolicyRule | SuppressRule | PolicyRoute | RpFilter;
+
+/** Identity of a kernel object: two plans that produce the same key share (and ref-count) one object. */
+export function objectKey(o: KernelObject): string {
+  switch (o.kind) {
+    case "ipset": return `ipset/${o.name}`;
+    case "element": return `element/${o.set}/${o.address},${o.iface}`;
+    case "markChain": return `markChain/${o.family}/${o.variant}/${o.chain}`;
+    case "rule": return `rule/${o.family}/${o.priority}/${o.mark}/${o.mask}/${o.table}`;
+    case "suppressRule": return `suppressRule/${o.family}/${o.priority}/${o.prefixLength}`;
+    case "route": return `route/${o.family}/${o.table}`;
+    case "rpFilter": return `rpFilter/${o.dev}`;
+  }
+}
+
+export interface Attachment {
+  network: string;
+  containerId: string;
+  ifName: string;
+  podNamespace?: string;
+  podName?: string;
+}
+
+export const attachmentId = (a: Attachment) => `${a.network}_${a.containerId}_${a.ifName}`;
+
+/** Where the pod's packets reach IP routing on the node, and with which source addresses. */
+export interface HostMatch {
+  iface: string;
+  /** "routed": the pod's own veth (ptp); "bridged": the bridge, shared with other pods (bridge plugin). */
+  topology: "routed" | "bridged";
+  addresses: { family: Family; address: string }[];
+}
+
+/** The node's way out for one family: from the netconf or the main table's default route. */
+export interface Uplink { dev: string; gateway: string }
+
+export interface NodeFacts {
+  iptablesVariant: IptablesVariant;
+  uplinks: Partial<Record<Family, Uplink>>;
+}
+
+export interface AttachmentPlan {
+  id: string;
+  attachment: Attachment;
+  hostMatch: HostMatch;
+  objects: KernelObject[];
+}
+
+const networkHash = (network: string) => createHash("sha256").update(network).digest("hex").slice(0, 8);
+export const chainName = (network: string) => `MARKROUTE-${networkHash(network)}`;
+export const setName = (network: string, family: Family) => `mr${family}-${networkHash(network)}`;
+
+function invalidPrevResult(reason: string): never {
+  throw new CniError(ErrorCode.invalidConfig, `invalid netconf: prevResult: ${reason}`);
+}
+
+/**
+ * Finds the pod's host-side interface in prevResult (design §4). `masterOf` answers which
+ * bridge an interface is enslaved to; it is only consulted when prevResult lists more than
+ * one host-side interface (the bridge plugin lists the bridge and the veth).
+ */
+export function resolveHostMatch(prev: PrevResult, ifName: string, masterOf: (iface: string) => string | undefined): HostMatch {
+  const containerIndex = prev.interfaces.findIndex((i) => i.sandbox && i.name === ifName);
+  if (containerIndex < 0) invalidPrevResult(`no interface named ${ifName} with a sandbox: is markroute chained after the main plugin?`);
+  const hostSide = prev.interfaces.filter((i) => !i.sandbox).map((i) => i.name);
+  const addresses = prev.ips
+    .filter((ip) => ip.interface === undefined || ip.interface === containerIndex)
+    .map((ip) => hostAddress(ip.address));
+  if (addresses.length === 0) invalidPrevResult(`no IP address for ${ifName}`);
+  if (hostSide.length === 0) invalidPrevResult("no host-side interface (macvlan/ipvlan-style plugins are not supported)");
+  if (hostSide.length === 1) return { iface: hostSide[0]!, topology: "routed", addresses };
+  const bridge = hostSide.find((candidate) => hostSide.some((other) => masterOf(other) === candidate));
+  if (!bridge) invalidPrevResult(`cannot tell the host interface among ${hostSide.join(", ")}: none is the bridge of another`);
+  return { iface: bridge, topology: "bridged", addresses };
+}
+
+/** The kernel objects an attachment needs: its set elements and the shared objects they depend on. */
+export function planAttachment(config: Config, attachment: Attachment, hostMatch: HostMatch, facts: NodeFacts): AttachmentPlan {
+  const families = [...new Set(hostMatch.addresses.map((a) => a.family))].sort();
+  const comment = [
+    attachment.podNamespace && attachment.podName ? `${attachment.podNamespace}/${attachment.podName}` : undefined,
+    attachment.containerId.slice(0, 12),
+    attachment.ifName,
+  ].filter(Boolean).join(" ");
+  const objects: KernelObject[] = [];
+  for (const family of families) {
+    const uplink = facts.uplinks[family];
+    if (!uplink) {
+      throw new CniError(ErrorCode.nodeNotReady,
+        `no IPv${family} uplink: the main table has no default route with a gateway; set "${family === 4 ? "uplink\" and \"gateway" : "uplink\" and \"gateway6"}" in the netconf`);
+    }
+    const set = setName(config.name, family);
+    objects.push(
+      { kind: "ipset", family, name: set },
+      ...hostMatch.addresses.filter((a) => a.family === family).map((a): SetElement =>
+        ({ kind: "element", family, set, address: a.address, iface: hostMatch.iface, comment })),
+      {
+        kind: "markChain", family, variant: facts.iptablesVariant, chain: chainName(config.name), set,
+        mark: config.mark, mask: config.mask, network: config.name,
+        exempt: config.exemptCIDRs.filter((e) => e.cidr.family === family).map((e) => e.cidr.text),
+      },
+      { kind: "rule", family, priority: config.rulePriority, mark: config.mark, mask: config.mask, table: config.table },
+      ...(config.suppressMainPrefixLength === undefined ? [] : [{
+        kind: "suppressRule" as const, family, priority: config.rulePriority - 1, prefixLength: config.suppressMainPrefixLength,
+      }]),
+      { kind: "route", family, table: config.table, gateway: uplink.gateway, dev: uplink.dev },
+    );
+    if (family === 4 && config.rpFilter === "loose") objects.push({ kind: "rpFilter", dev: uplink.dev, value: 2 });
+  }
+  return { id: attachmentId(attachment), attachment, hostMatch, objects };
+}

@@ -1,0 +1,152 @@
+// The state directory: one record per attachment (the truth), and an index (a cache of what the
+// records add up to, so an operation reads one file instead of every pod's).
+import { closeSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { CniError, ErrorCode } from "../cni/errors.js";
+import type { AttachmentPlan, KernelObject, NodeFacts } from "../plan.js";
+
+export const STATE_VERSION = 1;
+
+export interface AttachmentRecord extends AttachmentPlan {
+  version: number;
+  createdAt: string;
+}
+
+export interface IndexEntry {
+  object: KernelObject;
+  /** For rp_filter: the value found before we loosened it, to put back with the last pod. */
+  previous?: number;
+}
+
+export interface StateIndex {
+  version: number;
+  /** Set before the kernel is touched and cleared after: a dirty index means an operation died midway. */
+  dirty: boolean;
+  /** Every object we may have installed (a superset while dirty), by key. */
+  objects: Record<string, IndexEntry>;
+  /** Attachment id → keys of the objects it holds; an object goes when no attachment holds it. */
+  holders: Record<string, string[]>;
+  /** Detected once, while any attachment exists. */
+  facts?: Partial<NodeFacts>;
+  /** The boot and network namespace the objects were installed in; another one has none of them. */
+  kernel: string;
+}
+
+export const emptyIndex = (kernel: string): StateIndex => ({ version: STATE_VERSION, dirty: false, objects: {}, holders: {}, kernel });
+
+/** Identifies this boot and network namespace: kernel objects live and die with them. */
+export function kernelIdentity(): string {
+  const bootId = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  return `${bootId}/${statSync("/proc/self/ns/net").ino}`;
+}
+
+function storeError(what: string, err: unknown): never {
+  throw new CniError(ErrorCode.stateStore, `${what}: ${(err as Error).message}`);
+}
+
+export class StateStore {
+  private readonly recordsDir: string;
+  private readonly indexPath: string;
+
+  constructor(readonly dir: string) {
+    this.recordsDir = join(dir, "attachments");
+    this.indexPath = join(dir, "index.json");
+  }
+
+  /** Creates the directory owner-only; refuses one that is a symlink or owned by someone else. */
+  ensure(): void {
+    try {
+      mkdirSync(this.recordsDir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      storeError(`cannot create state directory ${this.dir}`, err);
+    }
+    for (const path of [this.dir, this.recordsDir]) {
+      const st = lstatSync(path);
+      if (st.isSymbolicLink() || !st.isDirectory()) throw new CniError(ErrorCode.stateStore, `state directory ${path} is a symlink or not a directory; refusing to use it`);
+      if (st.uid !== process.getuid!()) throw new CniError(ErrorCode.stateStore, `state directory ${path} is owned by uid ${st.uid}, not by us; refusing to use it`);
+    }
+  }
+
+  /** The index, or undefined when it is missing or unreadable (it is then rebuilt from the records). */
+  readIndex(): StateIndex | undefined {
+    const idx = readJson<StateIndex>(this.indexPath);
+    return idx && idx.version === STATE_VERSION && typeof idx.objects === "object" && typeof idx.holders === "object" ? idx : undefined;
+  }
+
+  writeIndex(idx: StateIndex): void {
+    writeAtomic(this.indexPath, JSON.stringify(idx));
+  }
+
+  private recordPath(id: string): string {
+    return join(this.recordsDir, `${id}.json`);
+  }
+
+  readRecord(id: string): AttachmentRecord | undefined {
+    return readJson<AttachmentRecord>(this.recordPath(id));
+  }
+
+  writeRecord(rec: AttachmentRecord): void {
+    writeAtomic(this.recordPath(rec.id), JSON.stringify(rec, null, 1));
+  }
+
+  deleteRecord(id: string): void {
+    try {
+      unlinkSync(this.recordPath(id));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") storeError(`cannot delete record ${id}`, err);
+    }
+  }
+
+  listRecords(): AttachmentRecord[] {
+    let names: string[];
+    try {
+      names = readdirSync(this.recordsDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      storeError(`cannot list ${this.recordsDir}`, err);
+    }
+    return names
+      .filter((n) => n.endsWith(".json"))
+      .map((n) => this.readRecord(n.slice(0, -".json".length)))
+      .filter((r): r is AttachmentRecord => r !== undefined);
+  }
+}
+
+function readJson<T>(path: string): T | undefined {
+  let text: string;
+  try {
+    const st = lstatSync(path);
+    if (st.isSymbolicLink()) throw new CniError(ErrorCode.stateStore, `${path} is a symlink; refusing to read it`);
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    if (err instanceof CniError) throw err;
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    storeError(`cannot read ${path}`, err);
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    // A torn or corrupt file is treated as absent; the records and a reconcile restore the truth.
+    return undefined;
+  }
+}
+
+/**
+ * Write-then-rename, owner-only: a reader sees the old file or the new one, never a torn one.
+ * Not fsynced: a process crash keeps the page cache, and after a power loss the kernel objects are
+ * gone too (the index records the boot it describes, so a new boot reconciles).
+ */
+function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  try {
+    const fd = openSync(tmp, "w", 0o600);
+    try {
+      writeSync(fd, text);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    storeError(`cannot write ${path}`, err);
+  }
+}
