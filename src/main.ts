@@ -5,7 +5,7 @@ import * as commands from "./commands.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { decodeNetconf, parseEnvironment, readStdin, type CniRequest } from "./cni/request.js";
 import { SUPPORTED_VERSIONS, parseConfig, type Config } from "./config.js";
-import { createLogger } from "./log.js";
+import { openLog } from "./log.js";
 
 const DEFAULT_LOG = "/var/log/markroute.log";
 
@@ -40,13 +40,13 @@ async function cniMain(env: NodeJS.ProcessEnv): Promise<number> {
     raw = decodeNetconf(text) as typeof raw;
     if (typeof raw?.cniVersion === "string" && (SUPPORTED_VERSIONS as readonly string[]).includes(raw.cniVersion)) cniVersion = raw.cniVersion;
     const config = parseConfig(raw);
-    logger = createLogger(config.logFile, config.logLevel);
+    logger = openLog(config.logFile, config.logLevel);
     const outcome = await dispatch(config, req);
     logger.info({ ...context(req, config.name), durationMs: elapsed(started), outcome: "ok", ...outcome.summary }, `${req.command} ok`);
     return write(outcome.result);
   } catch (err) {
     const error = err instanceof CniError ? err : new CniError(ErrorCode.internal, `internal error: ${(err as Error).stack ?? err}`);
-    logger ??= createLogger(typeof raw?.logFile === "string" && raw.logFile.startsWith("/") ? raw.logFile : DEFAULT_LOG, "info");
+    logger ??= openLog(typeof raw?.logFile === "string" && raw.logFile.startsWith("/") ? raw.logFile : DEFAULT_LOG, "info");
     logger.error({ ...context(req, raw?.name), durationMs: elapsed(started), outcome: "error", code: error.code }, error.message);
     write(error.toJSON(cniVersion));
     return 1;

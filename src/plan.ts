@@ -1,8 +1,8 @@
 // The pure plan: which kernel objects one attachment needs, as data. No effects here.
-import { createHash } from "node:crypto";
 import type { Config, PrevResult } from "./config.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { hostAddress, type Family } from "./net/cidr.js";
+import { fnv1a } from "./net/hash.js";
 
 export type IptablesVariant = "nft" | "legacy";
 
@@ -69,7 +69,7 @@ export interface AttachmentPlan {
   objects: KernelObject[];
 }
 
-const networkHash = (network: string) => createHash("sha256").update(network).digest("hex").slice(0, 8);
+const networkHash = (network: string) => fnv1a(network);
 export const chainName = (network: string) => `MARKROUTE-${networkHash(network)}`;
 export const setName = (network: string, family: Family) => `mr${family}-${networkHash(network)}`;
 

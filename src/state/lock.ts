@@ -1,6 +1,6 @@
-import { createHash } from "node:crypto";
 import { createServer, type Server } from "node:net";
 import { CniError, ErrorCode } from "../cni/errors.js";
+import { fnv1a } from "../net/hash.js";
 
 export interface HeldLock {
   release(): Promise<void>;
@@ -15,7 +15,7 @@ export interface HeldLock {
  * Abstract sockets belong to a network namespace; so do the kernel objects the lock protects.
  */
 export async function acquireLock(stateDir: string, timeoutMs: number): Promise<HeldLock> {
-  const name = `\0markroute/${createHash("sha256").update(stateDir).digest("hex").slice(0, 32)}`;
+  const name = `\0markroute/${fnv1a(stateDir)}/${stateDir.slice(-64)}`;
   const started = performance.now();
   let backoff = 1;
   for (;;) {
