@@ -1,0 +1,7 @@
+// Entry point for suites: `import { createLab } from '../lab/index.ts'`.
+export * from './lab.ts';
+export * from './cni.ts';
+export * from './exec.ts';
+export * from './fabric.ts';
+export * from './kubeproxy.ts';
+export * from './snapshot.ts';
