@@ -118,8 +118,9 @@ export async function withState<T>(stateDir: string, fn: (tx: Transaction) => T)
     const healthy = found && !found.dirty && found.kernel === kernel;
     // Objects of another boot or namespace are not ours to remove here: start from the records alone.
     const index = found && found.kernel === kernel ? found : emptyIndex(kernel);
-    const tx = new Transaction(store, index, lock.waitedMs, !healthy);
-    if (!healthy && (found || store.listRecords().length > 0)) tx.reconcile();
+    const recover = !healthy && (found !== undefined || store.listRecords().length > 0);
+    const tx = new Transaction(store, index, lock.waitedMs, recover);
+    if (recover) tx.reconcile();
     return fn(tx);
   } finally {
     await lock.release();
