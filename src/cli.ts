@@ -66,7 +66,7 @@ export async function cli(args: string[]): Promise<number> {
 }
 
 interface StatusReport {
-  attachments: { id: string; pod?: string; iface: string; addresses: string[]; createdAt: string }[];
+  attachments: { id: string; pod?: string; iface: string; topology: string; addresses: string[]; createdAt: string }[];
   objects: { key: string; refs: number; drift: string[] }[];
   unrecordedHolders: string[];
 }
@@ -81,6 +81,7 @@ function statusReport(tx: Transaction): StatusReport {
       id: r.id,
       pod: r.attachment.podNamespace && `${r.attachment.podNamespace}/${r.attachment.podName}`,
       iface: r.hostMatch.iface,
+      topology: r.hostMatch.topology,
       addresses: r.hostMatch.addresses.map((a) => a.address),
       createdAt: r.createdAt,
     })),
@@ -94,7 +95,10 @@ function statusReport(tx: Transaction): StatusReport {
 
 function formatStatus(stateDir: string, report: StatusReport): string {
   const lines = [`state directory: ${stateDir}`, `attachments: ${report.attachments.length}`];
-  for (const a of report.attachments) lines.push(`  ${a.id}  ${a.pod ?? "-"}  via ${a.iface}  ${a.addresses.join(", ")}  since ${a.createdAt}`);
+  for (const a of report.attachments) {
+    lines.push(`  ${a.id}  ${a.pod ?? "-"}  via ${a.iface}  ${a.addresses.join(", ")}  since ${a.createdAt}`);
+    if (a.topology === "bridged") lines.push(`    note: ${commands.BRIDGED_WARNING}`);
+  }
   const shared = report.objects.filter((o) => !o.key.startsWith("element/"));
   lines.push(`shared objects: ${shared.length} (and ${report.objects.length - shared.length} set elements)`);
   for (const o of shared) lines.push(`  ${o.key}  refs=${o.refs}  ${o.drift.length ? `DRIFT: ${o.drift.join("; ")}` : "ok"}`);

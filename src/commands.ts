@@ -17,7 +17,12 @@ export interface Outcome {
   /** What goes to stdout; undefined prints nothing (DEL, GC, STATUS succeed silently). */
   result?: object;
   summary?: ChangeSummary;
+  /** Worth an operator's attention, though the operation succeeded. */
+  warning?: string;
 }
+
+export const BRIDGED_WARNING =
+  "bridged pod: traffic to pods on the same bridge is switched, not routed, so it never reaches the fabric; only routed traffic is marked";
 
 // Pod identity for rule comments, kept to the characters Kubernetes itself allows.
 const K8S_NAME = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
@@ -64,7 +69,11 @@ export async function add(config: Config, req: CniRequest): Promise<Outcome> {
     tx.add(planAttachment(config, attachment, hostMatch, facts));
     return tx.summary;
   });
-  return { result: resultInVersion(config.prevResult!, config.cniVersion), summary };
+  return {
+    result: resultInVersion(config.prevResult!, config.cniVersion),
+    summary,
+    ...(hostMatch.topology === "bridged" ? { warning: BRIDGED_WARNING } : {}),
+  };
 }
 
 /** DEL removes what ADD recorded, whatever the netconf says now; nothing recorded is success. */

@@ -42,7 +42,9 @@ async function cniMain(env: NodeJS.ProcessEnv): Promise<number> {
     const config = parseConfig(raw);
     logger = openLog(config.logFile, config.logLevel);
     const outcome = await dispatch(config, req);
-    logger.info({ ...context(req, config.name), durationMs: elapsed(started), outcome: "ok", ...outcome.summary }, `${req.command} ok`);
+    const fields = { ...context(req, config.name), durationMs: elapsed(started), outcome: "ok", ...outcome.summary };
+    if (outcome.warning) logger.warn(fields, `${req.command} ok: ${outcome.warning}`);
+    else logger.info(fields, `${req.command} ok`);
     return write(outcome.result);
   } catch (err) {
     const error = err instanceof CniError ? err : new CniError(ErrorCode.internal, `internal error: ${(err as Error).stack ?? err}`);
