@@ -1,0 +1,357 @@
+// parseConfig: defaults, mark/mask forms, and every validation rule of src/config.ts and design §3.
+// Every rejection must be CNI error 7 whose message names the field (or error 1 for cniVersion).
+import { describe, expect, test } from 'vitest';
+import { CniError } from '../../src/cni/errors.ts';
+import { SUPPORTED_VERSIONS, parseConfig } from '../../src/config.ts';
+
+const base = { cniVersion: '1.0.0', name: 'mrnet', type: 'markroute' };
+
+/** The CniError parseConfig throws for `raw`, or fails the test when it does not throw one. */
+function rejection(raw: unknown): CniError {
+  try {
+    parseConfig(raw);
+  } catch (err) {
+    expect(err).toBeInstanceOf(CniError);
+    return err as CniError;
+  }
+  throw new Error(`parseConfig accepted ${JSON.stringify(raw)}`);
+}
+
+function expectInvalid(fields: Record<string, unknown>, message: string | RegExp): void {
+  const err = rejection({ ...base, ...fields });
+  expect(err.code).toBe(7);
+  if (typeof message === 'string') expect(err.message).toBe(message);
+  else expect(err.message).toMatch(message);
+}
+
+describe('defaults', () => {
+  test('a minimal netconf gets every documented default', () => {
+    expect(parseConfig(base)).toEqual({
+      cniVersion: '1.0.0',
+      name: 'mrnet',
+      mode: 'transparent-tunnel',
+      mark: 0x10,
+      mask: 0x10,
+      table: 100,
+      rulePriority: 32765,
+      suppressMainPrefixLength: undefined,
+      uplink: undefined,
+      gateway: undefined,
+      gateway6: undefined,
+      exemptCIDRs: [],
+      backend: 'iptables',
+      rpFilter: 'loose',
+      stateDir: '/var/lib/cni/markroute',
+      logFile: '/var/log/markroute.log',
+      logLevel: 'info',
+      prevResult: undefined,
+      runtimeConfig: undefined,
+      validAttachments: undefined,
+    });
+  });
+
+  test('the design §3 example (without the not-yet-implemented linkGroup) parses to exact values', () => {
+    const c = parseConfig({
+      ...base,
+      mode: 'transparent-tunnel',
+      mark: '0x10',
+      mask: '0x10',
+      table: 100,
+      rulePriority: 32765,
+      uplink: 'eth0',
+      gateway: '10.224.0.1',
+      gateway6: 'fe80::1',
+      serviceCIDRs: ['10.0.0.0/16', 'fd00:10::/108'],
+      excludeCIDRs: ['168.63.129.16/32'],
+      backend: 'auto',
+      rpFilter: 'loose',
+      stateDir: '/var/lib/cni/markroute',
+      logFile: '/var/log/markroute.log',
+      logLevel: 'info',
+    });
+    expect(c).toMatchObject({ mark: 16, mask: 16, table: 100, rulePriority: 32765, uplink: 'eth0', gateway: '10.224.0.1', gateway6: 'fe80::1', backend: 'iptables' });
+    expect(c.exemptCIDRs).toEqual([
+      { cidr: { family: 4, text: '10.0.0.0/16' }, why: 'service' },
+      { cidr: { family: 6, text: 'fd00:10::/108' }, why: 'service' },
+      { cidr: { family: 4, text: '168.63.129.16/32' }, why: 'exclude' },
+    ]);
+  });
+
+  test('backend "auto" and "iptables" both mean iptables until nftables exists', () => {
+    expect(parseConfig({ ...base, backend: 'auto' }).backend).toBe('iptables');
+    expect(parseConfig({ ...base, backend: 'iptables' }).backend).toBe('iptables');
+  });
+
+  test('every supported cniVersion is accepted and kept', () => {
+    expect(SUPPORTED_VERSIONS).toEqual(['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0']);
+    for (const v of SUPPORTED_VERSIONS) expect(parseConfig({ ...base, cniVersion: v }).cniVersion).toBe(v);
+  });
+
+  test('standard fields runtimes send are accepted: capabilities, runtimeConfig, args, ipam, dns, prevResult', () => {
+    const c = parseConfig({
+      ...base,
+      capabilities: { 'io.kubernetes.cri.pod-annotations': true, portMappings: true },
+      runtimeConfig: { portMappings: [{ hostPort: 1, containerPort: 2 }], 'io.kubernetes.cri.pod-annotations': { a: 'b' } },
+      args: { cni: { x: 1 } },
+      ipam: {},
+      dns: { nameservers: ['10.96.0.10'] },
+      disableCheck: true,
+      disableGC: false,
+    });
+    expect(c.runtimeConfig).toEqual({ portMappings: [{ hostPort: 1, containerPort: 2 }], 'io.kubernetes.cri.pod-annotations': { a: 'b' } });
+  });
+
+  test('GC attachments: the CNI 1.1 key and the older spelling', () => {
+    const list = [{ containerID: 'abc', ifname: 'eth0' }];
+    expect(parseConfig({ ...base, 'cni.dev/valid-attachments': list }).validAttachments).toEqual(list);
+    expect(parseConfig({ ...base, 'cni.dev/attachments': list }).validAttachments).toEqual(list);
+  });
+
+  test('prevResult defaults interfaces and ips to empty arrays and keeps unknown keys', () => {
+    const c = parseConfig({ ...base, prevResult: { cniVersion: '1.0.0', dns: {}, routes: [{ dst: '0.0.0.0/0' }] } });
+    expect(c.prevResult).toEqual({ cniVersion: '1.0.0', dns: {}, routes: [{ dst: '0.0.0.0/0' }], interfaces: [], ips: [] });
+  });
+});
+
+describe('mark and mask', () => {
+  test.each([
+    [16, 16, 16, 16],
+    ['0x10', '0x10', 16, 16],
+    ['16', '0x10', 16, 16],
+    ['0x1', '0xf', 1, 15],
+    ['0x10000', '0xffff0000', 0x10000, 0xffff0000],
+    ['0xffff0000', '0xffff0000', 0xffff0000, 0xffff0000],
+    [0x80000000, 0x80000000, 0x80000000, 0x80000000],
+    ['0xABCD0000', '0xFFFF0000', 0xabcd0000, 0xffff0000],
+    ['0x80', '0x80', 0x80, 0x80],
+  ])('mark %j / mask %j -> %d / %d', (mark, mask, m, k) => {
+    const c = parseConfig({ ...base, mark, mask });
+    expect(c.mark).toBe(m);
+    expect(c.mask).toBe(k);
+  });
+
+  test('a mark bit outside the mask is refused, naming both in hex', () => {
+    expectInvalid({ mark: 0x30, mask: 0x10 }, 'invalid netconf: mark: 0x30 has bits outside mask 0x10');
+    expectInvalid({ mark: '0x80000010', mask: '0x10' }, 'invalid netconf: mark: 0x80000010 has bits outside mask 0x10');
+  });
+
+  test('mark 0 is refused', () => {
+    expectInvalid({ mark: 0, mask: 0x10 }, /^invalid netconf: mark: must not be 0: /);
+    expectInvalid({ mark: '0x0' }, /^invalid netconf: mark: must not be 0/);
+  });
+
+  test('mask 0 is refused', () => {
+    expectInvalid({ mark: 0x10, mask: 0 }, 'invalid netconf: mask: must not be 0: the mark would match every packet');
+    expectInvalid({ mark: 0, mask: '0' }, /^invalid netconf: mask: must not be 0/);
+  });
+
+  test("a mask overlapping kube-proxy's 0xc000 is refused", () => {
+    expectInvalid({ mark: 0x4000, mask: 0x4000 }, "invalid netconf: mask: 0x4000 overlaps kube-proxy's masquerade/drop bits 0xc000");
+    expectInvalid({ mark: 0x8000, mask: 0x8000 }, /^invalid netconf: mask: 0x8000 overlaps kube-proxy/);
+    expectInvalid({ mark: '0x10', mask: '0xffffffff' }, /^invalid netconf: mask: 0xffffffff overlaps kube-proxy/);
+    expectInvalid({ mark: 0x10, mask: 0xc010 }, /^invalid netconf: mask: 0xc010 overlaps/);
+  });
+
+  test('out of range and malformed values are refused naming the field', () => {
+    expectInvalid({ mark: -1 }, /^invalid netconf: mark: /);
+    expectInvalid({ mark: 0x100000000 }, /^invalid netconf: mark: /);
+    expectInvalid({ mark: 1.5 }, /^invalid netconf: mark: /);
+    expectInvalid({ mark: '0x1ffffffff' }, 'invalid netconf: mark: mark must be a decimal or 0x-hex 32-bit number');
+    expectInvalid({ mark: 'zz' }, 'invalid netconf: mark: mark must be a decimal or 0x-hex 32-bit number');
+    expectInvalid({ mark: ' 16' }, /^invalid netconf: mark: /);
+    expectInvalid({ mark: '-16' }, /^invalid netconf: mark: /);
+    expectInvalid({ mark: '' }, /^invalid netconf: mark: /);
+    expectInvalid({ mask: 'ff' }, 'invalid netconf: mask: mask must be a decimal or 0x-hex 32-bit number');
+    expectInvalid({ mask: true }, /^invalid netconf: mask: /);
+    expectInvalid({ mark: null }, /^invalid netconf: mark: /);
+    expectInvalid({ mark: [16] }, /^invalid netconf: mark: /);
+    // ten decimal digits pass the pattern but not the range check
+    expectInvalid({ mark: '4294967296', mask: '0x10' }, 'invalid netconf: mark: must fit in 32 bits');
+    expectInvalid({ mark: '0x10', mask: '9999999999' }, 'invalid netconf: mask: must fit in 32 bits');
+  });
+});
+
+describe('table, priorities, prefix length', () => {
+  test.each([1, 252, 256, 1000, 0xffffffff])('table %d is accepted', (table) => {
+    expect(parseConfig({ ...base, table }).table).toBe(table);
+  });
+
+  test.each([253, 254, 255])("table %d (the kernel's own) is refused", (table) => {
+    expectInvalid({ table }, "invalid netconf: table: 253 (default), 254 (main) and 255 (local) are the kernel's own tables");
+  });
+
+  test('table 0, 2^32, fractions and strings are refused', () => {
+    expectInvalid({ table: 0 }, /^invalid netconf: table: /);
+    expectInvalid({ table: -1 }, /^invalid netconf: table: /);
+    expectInvalid({ table: 0x100000000 }, /^invalid netconf: table: /);
+    expectInvalid({ table: 100.5 }, /^invalid netconf: table: /);
+    expectInvalid({ table: '100' }, /^invalid netconf: table: .*expected number/);
+  });
+
+  test('rulePriority 2..32765 is accepted; 0, 1, 32766 (main) and beyond are refused', () => {
+    expect(parseConfig({ ...base, rulePriority: 2 }).rulePriority).toBe(2);
+    expect(parseConfig({ ...base, rulePriority: 1000 }).rulePriority).toBe(1000);
+    for (const rulePriority of [0, 1, 32766, 32767, 40000, -5, 10.5, '100']) expectInvalid({ rulePriority }, /^invalid netconf: rulePriority: /);
+  });
+
+  test('suppressMainPrefixLength 0..128', () => {
+    expect(parseConfig({ ...base, suppressMainPrefixLength: 0 }).suppressMainPrefixLength).toBe(0);
+    expect(parseConfig({ ...base, suppressMainPrefixLength: 128 }).suppressMainPrefixLength).toBe(128);
+    for (const v of [-1, 129, 1.5, '0']) expectInvalid({ suppressMainPrefixLength: v }, /^invalid netconf: suppressMainPrefixLength: /);
+  });
+});
+
+describe('uplink and gateways', () => {
+  test.each(['eth0', 'ens5', 'vlan.100', 'br-lan_0', 'a@b', 'x23456789012345'])('uplink %j is accepted', (uplink) => {
+    expect(parseConfig({ ...base, uplink }).uplink).toBe(uplink);
+  });
+
+  test.each(['eth0;rm -rf /', '$(id)', '`id`', 'eth 0', 'x234567890123456', '', '-eth0', '.eth0', 'eth0\n', 'eth/0', 'eth0"', "eth0'", 'ethé'])(
+    'uplink %j is refused',
+    (uplink) => expectInvalid({ uplink }, /^invalid netconf: uplink: must be an interface name/),
+  );
+
+  test('gateways are canonicalised', () => {
+    const c = parseConfig({ ...base, gateway: '10.224.0.1', gateway6: 'FE80:0:0:0:0:0:0:1' });
+    expect(c.gateway).toBe('10.224.0.1');
+    expect(c.gateway6).toBe('fe80::1');
+    expect(parseConfig({ ...base, gateway6: '2001:db8:0:0:1:0:0:1' }).gateway6).toBe('2001:db8::1:0:0:1');
+  });
+
+  test('a gateway of the wrong family or not an address is refused', () => {
+    expectInvalid({ gateway: 'fe80::1' }, 'invalid netconf: gateway: must be an IPv4 address');
+    expectInvalid({ gateway: '10.224.0.256' }, 'invalid netconf: gateway: must be an IPv4 address');
+    expectInvalid({ gateway: '10.224.0.1/24' }, 'invalid netconf: gateway: must be an IPv4 address');
+    expectInvalid({ gateway: 'gw.example' }, 'invalid netconf: gateway: must be an IPv4 address');
+    expectInvalid({ gateway6: '10.224.0.1' }, 'invalid netconf: gateway6: must be an IPv6 address');
+    expectInvalid({ gateway6: 'fe80::1::2' }, 'invalid netconf: gateway6: must be an IPv6 address');
+    expectInvalid({ gateway: 167772161 }, /^invalid netconf: gateway: /);
+  });
+});
+
+describe('CIDR lists', () => {
+  test('service and excluded CIDRs are canonicalised, in order, service first', () => {
+    const c = parseConfig({ ...base, excludeCIDRs: ['168.63.129.16'], serviceCIDRs: ['10.0.5.6/16', 'FD00:10:0::7/108'] });
+    expect(c.exemptCIDRs).toEqual([
+      { cidr: { family: 4, text: '10.0.0.0/16' }, why: 'service' },
+      { cidr: { family: 6, text: 'fd00:10::/108' }, why: 'service' },
+      { cidr: { family: 4, text: '168.63.129.16/32' }, why: 'exclude' },
+    ]);
+  });
+
+  test('an invalid element is refused, naming the list and its index', () => {
+    expectInvalid({ serviceCIDRs: ['10.0.0.0/16', '10.0.0.0/33'] }, 'invalid netconf: serviceCIDRs.1: must be an IPv4 or IPv6 CIDR such as 10.0.0.0/16');
+    expectInvalid({ serviceCIDRs: ['10.0.0.0/16/8'] }, /^invalid netconf: serviceCIDRs\.0: /);
+    expectInvalid({ serviceCIDRs: ['fd00::/129'] }, /^invalid netconf: serviceCIDRs\.0: /);
+    expectInvalid({ excludeCIDRs: ['168.63.129.16/32', 'not-a-cidr'] }, 'invalid netconf: excludeCIDRs.1: must be an IPv4 or IPv6 CIDR such as 10.0.0.0/16');
+    expectInvalid({ excludeCIDRs: ['10.0.0.0/-1'] }, /^invalid netconf: excludeCIDRs\.0: /);
+    expectInvalid({ excludeCIDRs: [''] }, /^invalid netconf: excludeCIDRs\.0: /);
+    expectInvalid({ excludeCIDRs: [10] }, /^invalid netconf: excludeCIDRs\.0: /);
+  });
+
+  test('a list that is not a list is refused', () => {
+    expectInvalid({ serviceCIDRs: '10.0.0.0/16' }, /^invalid netconf: serviceCIDRs: .*expected array/);
+    expectInvalid({ excludeCIDRs: { a: 1 } }, /^invalid netconf: excludeCIDRs: /);
+  });
+});
+
+describe('enumerations, names and paths', () => {
+  test('mode, backend, rpFilter, logLevel accept only their values', () => {
+    expect(parseConfig({ ...base, rpFilter: 'unchanged' }).rpFilter).toBe('unchanged');
+    expect(parseConfig({ ...base, logLevel: 'debug' }).logLevel).toBe('debug');
+    expectInvalid({ mode: 'annotated' }, /^invalid netconf: mode: /);
+    expectInvalid({ mode: 'TRANSPARENT-TUNNEL' }, /^invalid netconf: mode: /);
+    expectInvalid({ backend: 'ebpf' }, /^invalid netconf: backend: /);
+    expectInvalid({ rpFilter: 'strict' }, /^invalid netconf: rpFilter: /);
+    expectInvalid({ rpFilter: 2 }, /^invalid netconf: rpFilter: /);
+    expectInvalid({ logLevel: 'verbose' }, /^invalid netconf: logLevel: /);
+  });
+
+  test('stateDir must be an absolute path of safe characters', () => {
+    expect(parseConfig({ ...base, stateDir: '/run/markroute-a.b_c' }).stateDir).toBe('/run/markroute-a.b_c');
+    for (const stateDir of ['state', 'tmp/state', './state', '', '/tmp/a b', '/tmp/$(id)', '/tmp/`id`', '/tmp/x;y', '~/state', 5]) {
+      expectInvalid({ stateDir }, /^invalid netconf: stateDir: /);
+    }
+  });
+
+  test('logFile must be an absolute path or "stderr"', () => {
+    expect(parseConfig({ ...base, logFile: 'stderr' }).logFile).toBe('stderr');
+    expect(parseConfig({ ...base, logFile: '/tmp/x.log' }).logFile).toBe('/tmp/x.log');
+    for (const logFile of ['x.log', 'stdout', '/tmp/a b.log', '/tmp/$(id)', '']) {
+      expectInvalid({ logFile }, /^invalid netconf: logFile: must be an absolute path or "stderr"$/);
+    }
+  });
+
+  test('the network name must be a CNI name of at most 128 characters', () => {
+    expect(parseConfig({ ...base, name: 'a'.repeat(128) }).name).toBe('a'.repeat(128));
+    expect(parseConfig({ ...base, name: 'k8s-pod-network.v1_x' }).name).toBe('k8s-pod-network.v1_x');
+    expectInvalid({ name: 'a'.repeat(129) }, /^invalid netconf: name: /);
+    for (const name of ['a/b', '../x', '.x', '-x', 'a b', '', 'a;b', '$(id)']) {
+      expectInvalid({ name }, /^invalid netconf: name: /);
+    }
+  });
+
+  test('required standard fields', () => {
+    const { name: _n, ...noName } = base;
+    const { type: _t, ...noType } = base;
+    const { cniVersion: _v, ...noVersion } = base;
+    expect(rejection(noName).message).toMatch(/^invalid netconf: name: /);
+    expect(rejection(noType).message).toMatch(/^invalid netconf: type: /);
+    const missing = rejection(noVersion);
+    expect(missing.code).toBe(7);
+    expect(missing.message).toMatch(/^invalid netconf: cniVersion: /);
+  });
+
+  test('wrong types of standard fields are refused naming them', () => {
+    expectInvalid({ cniVersion: 1 }, /^invalid netconf: cniVersion: /);
+    expectInvalid({ name: 5 }, /^invalid netconf: name: /);
+    expectInvalid({ capabilities: [] }, /^invalid netconf: capabilities: /);
+    expectInvalid({ runtimeConfig: 'x' }, /^invalid netconf: runtimeConfig: /);
+    expectInvalid({ disableCheck: 'yes' }, /^invalid netconf: disableCheck: /);
+    expectInvalid({ prevResult: 'x' }, /^invalid netconf: prevResult: /);
+    expectInvalid({ 'cni.dev/valid-attachments': [{ containerID: 1, ifname: 'eth0' }] }, /^invalid netconf: cni\.dev\/valid-attachments\.0\.containerID: /);
+  });
+});
+
+describe('unknown fields and cniVersion', () => {
+  test('an unknown field is refused, naming it', () => {
+    expectInvalid({ foo: 1 }, 'invalid netconf: netconf: Unrecognized key: "foo"');
+    expectInvalid({ Mark: 16 }, /Unrecognized key: "Mark"/);
+    expectInvalid(JSON.parse('{"__proto__": {"mark": 0}}'), /Unrecognized key: "__proto__"/);
+  });
+
+  test.each(['0.1.0', '0.2.0', '0.3', '1.0', '1.2.0', '2.0.0', ''])('cniVersion %j is CNI error 1 listing the supported ones', (v) => {
+    const err = rejection({ ...base, cniVersion: v });
+    expect(err.code).toBe(1);
+    expect(err.message).toBe(`cniVersion ${v} is not supported; supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0`);
+  });
+
+  test('an unsupported cniVersion wins over other problems', () => {
+    expect(rejection({ ...base, cniVersion: '0.2.0', mark: 'bad', foo: 1 }).code).toBe(1);
+  });
+
+  test('input that is not an object is error 7', () => {
+    for (const raw of [null, 5, 'x', []]) expect(rejection(raw).code).toBe(7);
+  });
+});
+
+describe('prevResult', () => {
+  test('interface names and addresses are validated, naming the path', () => {
+    expectInvalid({ prevResult: { interfaces: [{ name: 'veth`id`' }] } }, 'invalid netconf: prevResult.interfaces.0.name: must be an interface name of at most 15 safe characters');
+    expectInvalid({ prevResult: { interfaces: [{ name: 'eth0' }, { name: 'x234567890123456' }] } }, /^invalid netconf: prevResult\.interfaces\.1\.name: /);
+    expectInvalid({ prevResult: { ips: [{ address: 'zz/24' }] } }, 'invalid netconf: prevResult.ips.0.address: must be an address with prefix such as 10.244.0.5/24');
+    expectInvalid({ prevResult: { ips: [{ address: '10.0.0.1/24', interface: -1 }] } }, /^invalid netconf: prevResult\.ips\.0\.interface: /);
+    expectInvalid({ prevResult: { ips: [{ address: '10.0.0.1/24', interface: '1' }] } }, /^invalid netconf: prevResult\.ips\.0\.interface: /);
+    expectInvalid({ prevResult: { interfaces: 'eth0' } }, /^invalid netconf: prevResult\.interfaces: /);
+  });
+});
+
+test('errors serialise as the spec wants', () => {
+  const err = rejection({ ...base, table: 254 });
+  expect(err.toJSON('0.4.0')).toEqual({
+    cniVersion: '0.4.0',
+    code: 7,
+    msg: "invalid netconf: table: 253 (default), 254 (main) and 255 (local) are the kernel's own tables",
+  });
+  expect(new CniError(100, 'x', 'batch').toJSON('1.0.0')).toEqual({ cniVersion: '1.0.0', code: 100, msg: 'x', details: 'batch' });
+});

@@ -1,0 +1,254 @@
+// The pure plan: host-interface resolution from prevResult and the kernel objects one attachment needs.
+import { describe, expect, test, vi } from 'vitest';
+import { CniError } from '../../src/cni/errors.ts';
+import { parseConfig, type PrevResult } from '../../src/config.ts';
+import {
+  attachmentId, chainName, objectKey, planAttachment, resolveHostMatch, setName, type Attachment, type HostMatch, type NodeFacts,
+} from '../../src/plan.ts';
+
+const config = (extra: Record<string, unknown> = {}) => parseConfig({ cniVersion: '1.0.0', name: 'mrnet', type: 'markroute', ...extra });
+const prev = (p: Partial<PrevResult>): PrevResult => ({ interfaces: [], ips: [], ...p });
+const noMaster = () => undefined;
+
+function cniError(fn: () => unknown): CniError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(CniError);
+    return err as CniError;
+  }
+  throw new Error('no error thrown');
+}
+
+// What the ptp plugin returns: host veth first, then the container's interface.
+const ptpPrev = prev({
+  cniVersion: '1.0.0',
+  interfaces: [
+    { name: 'veth6a1b2c3d', mac: '6e:1f:00:00:00:01' },
+    { name: 'eth0', mac: '0a:58:0a:f4:00:05', sandbox: '/var/run/netns/cni-1234' },
+  ],
+  ips: [
+    { address: '10.244.0.5/24', gateway: '10.244.0.1', interface: 1 },
+    { address: 'FD00:244::5/64', gateway: 'fd00:244::1', interface: 1 },
+  ],
+});
+
+// What the bridge plugin returns: the bridge, the host veth, the container's interface.
+const bridgePrev = prev({
+  cniVersion: '1.0.0',
+  interfaces: [
+    { name: 'cni0', mac: '1e:a1:3c:75:09:44' },
+    { name: 'veth615a6f01', mac: '86:2d:75:11:7b:5e' },
+    { name: 'eth0', mac: 'ba:98:ce:8e:d2:ff', sandbox: '/var/run/netns/cni-a34a' },
+  ],
+  ips: [{ address: '10.244.1.7/24', gateway: '10.244.1.1', interface: 2 }],
+});
+
+describe('resolveHostMatch', () => {
+  test('ptp: the one host-side interface, routed, without asking for masters', () => {
+    const masterOf = vi.fn(noMaster);
+    expect(resolveHostMatch(ptpPrev, 'eth0', masterOf)).toEqual({
+      iface: 'veth6a1b2c3d',
+      topology: 'routed',
+      addresses: [{ family: 4, address: '10.244.0.5' }, { family: 6, address: 'fd00:244::5' }],
+    });
+    expect(masterOf).not.toHaveBeenCalled();
+  });
+
+  test('bridge: the bridge the host veth is enslaved to, bridged', () => {
+    const masterOf = (i: string) => (i === 'veth615a6f01' ? 'cni0' : undefined);
+    expect(resolveHostMatch(bridgePrev, 'eth0', masterOf)).toEqual({
+      iface: 'cni0',
+      topology: 'bridged',
+      addresses: [{ family: 4, address: '10.244.1.7' }],
+    });
+  });
+
+  test('bridge: the order of interfaces in prevResult does not matter', () => {
+    const reordered = prev({ ...bridgePrev, interfaces: [bridgePrev.interfaces[2]!, bridgePrev.interfaces[1]!, bridgePrev.interfaces[0]!], ips: [{ address: '10.244.1.7/24', interface: 0 }] });
+    const masterOf = (i: string) => (i === 'veth615a6f01' ? 'cni0' : undefined);
+    expect(resolveHostMatch(reordered, 'eth0', masterOf)).toEqual({ iface: 'cni0', topology: 'bridged', addresses: [{ family: 4, address: '10.244.1.7' }] });
+  });
+
+  test('bridge: two host-side interfaces neither of which is the bridge of the other is error 7', () => {
+    const err = cniError(() => resolveHostMatch(bridgePrev, 'eth0', noMaster));
+    expect(err.code).toBe(7);
+    expect(err.message).toBe('invalid netconf: prevResult: cannot tell the host interface among cni0, veth615a6f01: none is the bridge of another');
+  });
+
+  test('ips without an interface index belong to the container interface; those of other interfaces do not', () => {
+    const p = prev({
+      interfaces: [{ name: 'vethA' }, { name: 'eth0', sandbox: '/ns' }, { name: 'vethB' }, { name: 'net1', sandbox: '/ns' }],
+      ips: [
+        { address: '10.244.0.5/24' },
+        { address: '10.9.0.5/24', interface: 3 },
+        { address: '10.244.0.6/24', interface: 1 },
+      ],
+    });
+    const masterOf = (i: string) => (i === 'vethA' ? 'vethB' : undefined);
+    expect(resolveHostMatch(p, 'eth0', masterOf).addresses).toEqual([{ family: 4, address: '10.244.0.5' }, { family: 4, address: '10.244.0.6' }]);
+    expect(resolveHostMatch(p, 'net1', masterOf).addresses).toEqual([{ family: 4, address: '10.244.0.5' }, { family: 4, address: '10.9.0.5' }]);
+  });
+
+  test('no sandbox interface named CNI_IFNAME is error 7', () => {
+    const noSandbox = prev({ interfaces: [{ name: 'vethA' }, { name: 'eth0' }], ips: [{ address: '10.244.0.5/24', interface: 1 }] });
+    const err = cniError(() => resolveHostMatch(noSandbox, 'eth0', noMaster));
+    expect(err.code).toBe(7);
+    expect(err.message).toBe('invalid netconf: prevResult: no interface named eth0 with a sandbox: is markroute chained after the main plugin?');
+    expect(cniError(() => resolveHostMatch(ptpPrev, 'net1', noMaster)).message).toBe(
+      'invalid netconf: prevResult: no interface named net1 with a sandbox: is markroute chained after the main plugin?',
+    );
+    expect(cniError(() => resolveHostMatch(prev({}), 'eth0', noMaster)).code).toBe(7);
+  });
+
+  test('no address for the container interface is error 7', () => {
+    const p = prev({ ...ptpPrev, ips: [{ address: '10.244.0.5/24', interface: 0 }] });
+    const err = cniError(() => resolveHostMatch(p, 'eth0', noMaster));
+    expect(err.code).toBe(7);
+    expect(err.message).toBe('invalid netconf: prevResult: no IP address for eth0');
+  });
+
+  test('no host-side interface (macvlan/ipvlan) is error 7', () => {
+    const p = prev({ interfaces: [{ name: 'eth0', sandbox: '/ns' }], ips: [{ address: '10.244.0.5/24', interface: 0 }] });
+    const err = cniError(() => resolveHostMatch(p, 'eth0', noMaster));
+    expect(err.code).toBe(7);
+    expect(err.message).toBe('invalid netconf: prevResult: no host-side interface (macvlan/ipvlan-style plugins are not supported)');
+  });
+});
+
+describe('planAttachment', () => {
+  const att: Attachment = { network: 'mrnet', containerId: '7e84a9894ae7dbed813078e2f9d81cc1', ifName: 'eth0', podNamespace: 'team-a', podName: 'web-1' };
+  const facts: NodeFacts = {
+    iptablesVariant: 'nft',
+    uplinks: { 4: { dev: 'eth0', gateway: '10.224.0.1' }, 6: { dev: 'eth0', gateway: 'fe80::1' } },
+  };
+  const set4 = setName('mrnet', 4);
+  const set6 = setName('mrnet', 6);
+  const chain = chainName('mrnet');
+  const routed4: HostMatch = { iface: 'veth6a1b2c3d', topology: 'routed', addresses: [{ family: 4, address: '10.244.0.5' }] };
+
+  test('names are short, stable and per network', () => {
+    expect(chain).toMatch(/^MARKROUTE-[0-9a-f]{8}$/);
+    expect(set4).toMatch(/^mr4-[0-9a-f]{8}$/);
+    expect(set6).toBe(`mr6-${set4.slice(4)}`);
+    expect(chain.slice(-8)).toBe(set4.slice(-8));
+    expect(chain.length).toBeLessThanOrEqual(28);
+    expect(setName('a'.repeat(128), 6).length).toBeLessThanOrEqual(31);
+    expect(chainName('other')).not.toBe(chain);
+    expect(chainName('mrnet')).toBe(chain);
+  });
+
+  test('IPv4 routed pod with defaults: exact objects and keys', () => {
+    const plan = planAttachment(config(), att, routed4, facts);
+    expect(plan.id).toBe('mrnet_7e84a9894ae7dbed813078e2f9d81cc1_eth0');
+    expect(plan.id).toBe(attachmentId(att));
+    expect(plan.attachment).toEqual(att);
+    expect(plan.hostMatch).toEqual(routed4);
+    expect(plan.objects).toEqual([
+      { kind: 'ipset', family: 4, name: set4 },
+      { kind: 'element', family: 4, set: set4, address: '10.244.0.5', iface: 'veth6a1b2c3d', comment: 'team-a/web-1 7e84a9894ae7 eth0' },
+      { kind: 'markChain', family: 4, variant: 'nft', chain, set: set4, mark: 16, mask: 16, exempt: [], network: 'mrnet' },
+      { kind: 'rule', family: 4, priority: 32765, mark: 16, mask: 16, table: 100 },
+      { kind: 'route', family: 4, table: 100, gateway: '10.224.0.1', dev: 'eth0' },
+      { kind: 'rpFilter', dev: 'eth0', value: 2 },
+    ]);
+    expect(plan.objects.map(objectKey)).toEqual([
+      `ipset/${set4}`,
+      `element/${set4}/10.244.0.5,veth6a1b2c3d`,
+      `markChain/4/nft/${chain}`,
+      'rule/4/32765/16/16/100',
+      'route/4/100',
+      'rpFilter/eth0',
+    ]);
+  });
+
+  test('dual stack, bridged, exemptions per family, suppress rule one priority ahead, rp_filter for IPv4 only', () => {
+    const c = config({
+      mark: '0x10000', mask: '0xff0000', table: 7, rulePriority: 200, suppressMainPrefixLength: 0,
+      serviceCIDRs: ['10.0.0.0/16', 'fd00:10::/108'], excludeCIDRs: ['168.63.129.16/32'],
+    });
+    const hm: HostMatch = { iface: 'cni0', topology: 'bridged', addresses: [{ family: 6, address: 'fd00:244:0:1::7' }, { family: 4, address: '10.244.1.7' }] };
+    const plan = planAttachment(c, { network: 'mrnet', containerId: 'abc', ifName: 'eth0' }, hm, { ...facts, iptablesVariant: 'legacy' });
+    expect(plan.objects).toEqual([
+      { kind: 'ipset', family: 4, name: set4 },
+      { kind: 'element', family: 4, set: set4, address: '10.244.1.7', iface: 'cni0', comment: 'abc eth0' },
+      { kind: 'markChain', family: 4, variant: 'legacy', chain, set: set4, mark: 0x10000, mask: 0xff0000, exempt: ['10.0.0.0/16', '168.63.129.16/32'], network: 'mrnet' },
+      { kind: 'rule', family: 4, priority: 200, mark: 0x10000, mask: 0xff0000, table: 7 },
+      { kind: 'suppressRule', family: 4, priority: 199, prefixLength: 0 },
+      { kind: 'route', family: 4, table: 7, gateway: '10.224.0.1', dev: 'eth0' },
+      { kind: 'rpFilter', dev: 'eth0', value: 2 },
+      { kind: 'ipset', family: 6, name: set6 },
+      { kind: 'element', family: 6, set: set6, address: 'fd00:244:0:1::7', iface: 'cni0', comment: 'abc eth0' },
+      { kind: 'markChain', family: 6, variant: 'legacy', chain, set: set6, mark: 0x10000, mask: 0xff0000, exempt: ['fd00:10::/108'], network: 'mrnet' },
+      { kind: 'rule', family: 6, priority: 200, mark: 0x10000, mask: 0xff0000, table: 7 },
+      { kind: 'suppressRule', family: 6, priority: 199, prefixLength: 0 },
+      { kind: 'route', family: 6, table: 7, gateway: 'fe80::1', dev: 'eth0' },
+    ]);
+    expect(plan.objects.map(objectKey)).toEqual([
+      `ipset/${set4}`, `element/${set4}/10.244.1.7,cni0`, `markChain/4/legacy/${chain}`, 'rule/4/200/65536/16711680/7',
+      'suppressRule/4/199/0', 'route/4/7', 'rpFilter/eth0',
+      `ipset/${set6}`, `element/${set6}/fd00:244:0:1::7,cni0`, `markChain/6/legacy/${chain}`, 'rule/6/200/65536/16711680/7',
+      'suppressRule/6/199/0', 'route/6/7',
+    ]);
+  });
+
+  test('IPv6-only pod: IPv6 objects only, and no rp_filter', () => {
+    const hm: HostMatch = { iface: 'vethX', topology: 'routed', addresses: [{ family: 6, address: 'fd00:244::9' }] };
+    const kinds = planAttachment(config(), att, hm, facts).objects.map((o) => `${o.kind}/${'family' in o ? o.family : '-'}`);
+    expect(kinds).toEqual(['ipset/6', 'element/6', 'markChain/6', 'rule/6', 'route/6']);
+  });
+
+  test('rpFilter "unchanged" plans no rp_filter object', () => {
+    const plan = planAttachment(config({ rpFilter: 'unchanged' }), att, routed4, facts);
+    expect(plan.objects.map((o) => o.kind)).toEqual(['ipset', 'element', 'markChain', 'rule', 'route']);
+  });
+
+  test('the comment is pod namespace/name, container ID prefix and interface; without k8s names, the last two', () => {
+    const { podNamespace: _ns, podName: _n, ...bare } = att;
+    const el = (a: Attachment) => planAttachment(config(), a, routed4, facts).objects.find((o) => o.kind === 'element');
+    expect(el(att)).toMatchObject({ comment: 'team-a/web-1 7e84a9894ae7 eth0' });
+    expect(el(bare)).toMatchObject({ comment: '7e84a9894ae7 eth0' });
+    expect(el({ ...bare, podName: 'only-name' })).toMatchObject({ comment: '7e84a9894ae7 eth0' });
+  });
+
+  test('no uplink for a family is error 102 naming the netconf fields to set', () => {
+    const noV4 = cniError(() => planAttachment(config(), att, routed4, { iptablesVariant: 'nft', uplinks: {} }));
+    expect(noV4.code).toBe(102);
+    expect(noV4.message).toBe('no IPv4 uplink: the main table has no default route with a gateway; set "uplink" and "gateway" in the netconf');
+    const dual: HostMatch = { ...routed4, addresses: [...routed4.addresses, { family: 6, address: 'fd00:244::5' }] };
+    const noV6 = cniError(() => planAttachment(config(), att, dual, { iptablesVariant: 'nft', uplinks: { 4: facts.uplinks[4]! } }));
+    expect(noV6.code).toBe(102);
+    expect(noV6.message).toBe('no IPv6 uplink: the main table has no default route with a gateway; set "uplink" and "gateway6" in the netconf');
+  });
+
+  test('shared objects have the same key for every pod of a network; pod elements do not', () => {
+    const a = planAttachment(config(), att, routed4, facts);
+    const b = planAttachment(config(), { ...att, containerId: 'ffff0000', podName: 'web-2' },
+      { iface: 'veth99', topology: 'routed', addresses: [{ family: 4, address: '10.244.0.9' }] }, facts);
+    const keysA = a.objects.map(objectKey);
+    const keysB = b.objects.map(objectKey);
+    expect(keysA.filter((k) => keysB.includes(k))).toEqual([`ipset/${set4}`, `markChain/4/nft/${chain}`, 'rule/4/32765/16/16/100', 'route/4/100', 'rpFilter/eth0']);
+    expect(a.id).not.toBe(b.id);
+  });
+
+  test('object keys follow what identifies the kernel object', () => {
+    const keys = (extra: Record<string, unknown>, network = 'mrnet') =>
+      planAttachment(config({ ...extra, name: network }), { ...att, network }, routed4, facts).objects.map(objectKey);
+    const plain = keys({});
+    // another network: its own set and chain, but the same routing objects
+    const other = keys({}, 'other');
+    expect(other.filter((k) => plain.includes(k))).toEqual(['rule/4/32765/16/16/100', 'route/4/100', 'rpFilter/eth0']);
+    // another mark: another rule; the chain keeps its key (and is rewritten since its object differs)
+    expect(keys({ mark: 0x20, mask: 0x20 })).toContain('rule/4/32765/32/32/100');
+    expect(keys({ mark: 0x20, mask: 0x20 })).toContain(`markChain/4/nft/${chain}`);
+    // another table: another rule and route
+    expect(keys({ table: 101 })).toEqual(expect.arrayContaining(['rule/4/32765/16/16/101', 'route/4/101']));
+  });
+
+  test('planning is pure: same input, same output; inputs untouched', () => {
+    const c = config({ serviceCIDRs: ['10.0.0.0/16'] });
+    const snapshot = JSON.stringify([c, att, routed4, facts]);
+    expect(planAttachment(c, att, routed4, facts)).toEqual(planAttachment(c, att, routed4, facts));
+    expect(JSON.stringify([c, att, routed4, facts])).toBe(snapshot);
+  });
+});
