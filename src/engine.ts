@@ -3,7 +3,7 @@ import { applyChange, driftOf, type Removal } from "./backend/apply.js";
 import { objectKey, type AttachmentPlan, type KernelObject } from "./plan.js";
 import { acquireLock } from "./state/lock.js";
 import {
-  STATE_VERSION, StateStore, emptyIndex, kernelIdentity, type AttachmentRecord, type StateIndex,
+  STATE_VERSION, StateStore, emptyIndex, kernelIdentity, type AttachmentRecord, type StateIndex, type StateStorage,
 } from "./state/store.js";
 
 export const LOCK_TIMEOUT_MS = 10_000;
@@ -16,10 +16,26 @@ export interface ChangeSummary {
   lockWaitMs: number;
 }
 
+/** What the engine needs of the kernel; the real one batches tool calls, tests and the rehearsal use a fake. */
+export interface Kernel {
+  /** Installs and removes; returns the rp_filter values found before loosening, by key. */
+  apply(install: KernelObject[], remove: Removal[]): Map<string, number>;
+  /** For each object, what differs from the plan (empty: installed as planned). */
+  drift(objects: KernelObject[]): Map<string, string[]>;
+}
+
+export const linuxKernel: Kernel = { apply: applyChange, drift: driftOf };
+
 export class Transaction {
   readonly summary: ChangeSummary;
 
-  constructor(readonly store: StateStore, readonly index: StateIndex, lockWaitMs: number, recovered: boolean) {
+  constructor(
+    readonly store: StateStorage,
+    private readonly kernel: Kernel,
+    readonly index: StateIndex,
+    lockWaitMs: number,
+    recovered: boolean,
+  ) {
     this.summary = { installed: [], removed: [], recovered, lockWaitMs };
   }
 
@@ -41,7 +57,7 @@ export class Transaction {
 
   /** Changes the kernel, then records that it is done. A crash before the end leaves the index dirty. */
   private applyAndClean(install: KernelObject[], removeKeys: string[], afterKernel?: () => void): void {
-    const previous = applyChange(install, removeKeys.map((k): Removal => this.index.objects[k]!));
+    const previous = this.kernel.apply(install, removeKeys.map((k): Removal => this.index.objects[k]!));
     for (const [k, value] of previous) this.index.objects[k]!.previous ??= value;
     for (const k of removeKeys) delete this.index.objects[k];
     afterKernel?.();
@@ -100,7 +116,7 @@ export class Transaction {
 
   /** For a set of objects, what differs in the kernel from the plan. */
   drift(objects: KernelObject[]): Map<string, string[]> {
-    return driftOf(objects);
+    return this.kernel.drift(objects);
   }
 }
 
@@ -119,7 +135,7 @@ export async function withState<T>(stateDir: string, fn: (tx: Transaction) => T)
     // Objects of another boot or namespace are not ours to remove here: start from the records alone.
     const index = found && found.kernel === kernel ? found : emptyIndex(kernel);
     const recover = !healthy && (found !== undefined || store.listRecords().length > 0);
-    const tx = new Transaction(store, index, lock.waitedMs, recover);
+    const tx = new Transaction(store, linuxKernel, index, lock.waitedMs, recover);
     if (recover) tx.reconcile();
     return fn(tx);
   } finally {

@@ -7,6 +7,7 @@
 // build machine's, frozen. All of that happens in main(), called from the deserialized main.
 import { startupSnapshot } from "node:v8";
 import { main } from "./main.js";
+import { rehearse } from "./rehearsal.js";
 
 // Resolves once everything already written to `stream` has been handed to the OS.
 function flush(stream: NodeJS.WriteStream): Promise<void> {
@@ -36,6 +37,7 @@ async function run(): Promise<void> {
 }
 
 if (startupSnapshot.isBuildingSnapshot()) {
+  rehearse();
   startupSnapshot.setDeserializeMainFunction(() => void run());
 } else {
   void run();

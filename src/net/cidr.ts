@@ -10,26 +10,27 @@ export interface Cidr {
 
 const bitsOf = (family: Family) => (family === 4 ? 32 : 128);
 
-function toBigInt(address: string, family: Family): bigint {
-  if (family === 4) return address.split(".").reduce((acc, octet) => (acc << 8n) | BigInt(octet), 0n);
+// An address as words: 4 octets for IPv4, 8 groups of 16 bits for IPv6. (Not BigInt: BigInt
+// arithmetic run while the startup snapshot is built crashes Node 20's snapshot serializer.)
+const wordBits = (family: Family) => (family === 4 ? 8 : 16);
+
+function toWords(address: string, family: Family): number[] {
+  if (family === 4) return address.split(".").map(Number);
   const [head = "", tail] = address.split("::");
-  const groups = (part: string) => (part ? part.split(":") : []);
   // An embedded IPv4 tail (::ffff:1.2.3.4) counts as two groups.
   const expand = (part: string) =>
-    groups(part).flatMap((g) => {
-      if (!g.includes(".")) return [g];
-      const v = toBigInt(g, 4);
-      return [(v >> 16n).toString(16), (v & 0xffffn).toString(16)];
+    (part ? part.split(":") : []).flatMap((g) => {
+      if (!g.includes(".")) return [parseInt(g, 16)];
+      const [a = 0, b = 0, c = 0, d = 0] = toWords(g, 4);
+      return [(a << 8) | b, (c << 8) | d];
     });
   const left = expand(head);
   const right = tail === undefined ? [] : expand(tail);
-  const all = [...left, ...Array(8 - left.length - right.length).fill("0"), ...right];
-  return all.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g, 16)), 0n);
+  return [...left, ...Array<number>(8 - left.length - right.length).fill(0), ...right];
 }
 
-function fromBigInt(value: bigint, family: Family): string {
-  if (family === 4) return [24n, 16n, 8n, 0n].map((s) => ((value >> s) & 0xffn).toString()).join(".");
-  const groups = [...Array(8).keys()].map((i) => Number((value >> BigInt(112 - 16 * i)) & 0xffffn));
+function fromWords(groups: number[], family: Family): string {
+  if (family === 4) return groups.join(".");
   // RFC 5952: compress the longest run (length >= 2) of zero groups, leftmost on ties.
   let best = { start: -1, len: 0 };
   for (let i = 0; i < 8; ) {
@@ -44,6 +45,15 @@ function fromBigInt(value: bigint, family: Family): string {
   return `${hex.slice(0, best.start).join(":")}::${hex.slice(best.start + best.len).join(":")}`;
 }
 
+/** Clears the host bits after `prefix`. */
+function maskWords(words: number[], family: Family, prefix: number): number[] {
+  const wb = wordBits(family);
+  return words.map((w, i) => {
+    const kept = Math.min(Math.max(prefix - i * wb, 0), wb);
+    return kept === 0 ? 0 : w & ~((1 << (wb - kept)) - 1) & ((1 << wb) - 1);
+  });
+}
+
 export function familyOf(address: string): Family | undefined {
   return isIPv4(address) ? 4 : isIPv6(address) ? 6 : undefined;
 }
@@ -52,7 +62,7 @@ export function familyOf(address: string): Family | undefined {
 export function canonicalAddress(address: string): string {
   const family = familyOf(address);
   if (!family) throw new Error(`"${address}" is not an IP address`);
-  return fromBigInt(toBigInt(address, family), family);
+  return fromWords(toWords(address, family), family);
 }
 
 /** Parses "addr/len" (len optional for a host); throws a message fit for a config error. */
@@ -63,9 +73,7 @@ export function parseCidr(text: string): Cidr {
   const max = bitsOf(family);
   const prefix = len === undefined ? max : /^\d{1,3}$/.test(len) ? Number(len) : NaN;
   if (!(prefix >= 0 && prefix <= max)) throw new Error(`"${text}" has a prefix length outside 0-${max}`);
-  const hostBits = BigInt(max - prefix);
-  const network = (toBigInt(address, family) >> hostBits) << hostBits;
-  return { family, text: `${fromBigInt(network, family)}/${prefix}` };
+  return { family, text: `${fromWords(maskWords(toWords(address, family), family, prefix), family)}/${prefix}` };
 }
 
 /** Splits an interface address as CNI results give it ("10.1.2.3/24") into its host address. */

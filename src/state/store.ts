@@ -44,7 +44,29 @@ function storeError(what: string, err: unknown): never {
   throw new CniError(ErrorCode.stateStore, `${what}: ${(err as Error).message}`);
 }
 
-export class StateStore {
+/** Records and index, wherever they are kept: the state directory, or memory for tests and the rehearsal. */
+export interface StateStorage {
+  readIndex(): StateIndex | undefined;
+  writeIndex(idx: StateIndex): void;
+  readRecord(id: string): AttachmentRecord | undefined;
+  writeRecord(rec: AttachmentRecord): void;
+  deleteRecord(id: string): void;
+  listRecords(): AttachmentRecord[];
+}
+
+/** Keeps records and index as JSON text, as the state directory does. */
+export class MemoryStore implements StateStorage {
+  readonly files = new Map<string, string>();
+  private get = <T>(name: string) => (this.files.has(name) ? (JSON.parse(this.files.get(name)!) as T) : undefined);
+  readIndex = () => this.get<StateIndex>("index");
+  writeIndex = (idx: StateIndex) => void this.files.set("index", JSON.stringify(idx));
+  readRecord = (id: string) => this.get<AttachmentRecord>(`record/${id}`);
+  writeRecord = (rec: AttachmentRecord) => void this.files.set(`record/${rec.id}`, JSON.stringify(rec));
+  deleteRecord = (id: string) => void this.files.delete(`record/${id}`);
+  listRecords = () => [...this.files.keys()].filter((k) => k.startsWith("record/")).map((k) => this.get<AttachmentRecord>(k)!);
+}
+
+export class StateStore implements StateStorage {
   private readonly recordsDir: string;
   private readonly indexPath: string;
 
