@@ -1,0 +1,182 @@
+// The reference-counting engine over an in-memory store and a fake kernel that keeps the
+// installed objects in a map (knftables' fake.go idea): what is installed is asserted directly.
+import { describe, expect, it } from "vitest";
+import { Transaction, type Kernel } from "../../src/engine.ts";
+import type { Removal } from "../../src/backend/apply.ts";
+import { parseConfig } from "../../src/config.ts";
+import { objectKey, planAttachment, resolveHostMatch, type KernelObject, type NodeFacts } from "../../src/plan.ts";
+import { MemoryStore, emptyIndex, type StateIndex } from "../../src/state/store.ts";
+
+class FakeKernel implements Kernel {
+  readonly installed = new Map<string, KernelObject>();
+  rpFilter = 1;
+  failNextApply = false;
+
+  apply(install: KernelObject[], remove: Removal[]): Map<string, number> {
+    if (this.failNextApply) {
+      this.failNextApply = false;
+      throw new Error("simulated crash inside the kernel change");
+    }
+    const previous = new Map<string, number>();
+    for (const o of install) {
+      if (o.kind === "rpFilter") previous.set(objectKey(o), this.rpFilter);
+      this.installed.set(objectKey(o), o);
+    }
+    for (const { object, previous: before } of remove) {
+      if (object.kind === "rpFilter" && before !== undefined) this.rpFilter = before;
+      this.installed.delete(objectKey(object));
+    }
+    return previous;
+  }
+
+  drift(objects: KernelObject[]): Map<string, string[]> {
+    return new Map(objects.map((o) => [objectKey(o), this.installed.has(objectKey(o)) ? [] : [`${objectKey(o)} is missing`]]));
+  }
+
+  kinds(): string[] {
+    return [...this.installed.values()].map((o) => o.kind).sort();
+  }
+}
+
+const facts: NodeFacts = { iptablesVariant: "nft", uplinks: { 4: { dev: "eth0", gateway: "10.224.0.1" } } };
+
+function planFor(pod: number, overrides: Record<string, unknown> = {}) {
+  const config = parseConfig({
+    cniVersion: "1.0.0", name: "net", type: "markroute", serviceCIDRs: ["10.96.0.0/12"], ...overrides,
+    prevResult: {
+      interfaces: [{ name: `veth${pod}` }, { name: "eth0", sandbox: `/run/netns/p${pod}` }],
+      ips: [{ address: `10.244.0.${pod}/24`, interface: 1 }],
+    },
+  });
+  const hostMatch = resolveHostMatch(config.prevResult!, "eth0", () => undefined);
+  return planAttachment(config, { network: "net", containerId: `c${pod}`, ifName: "eth0" }, hostMatch, facts);
+}
+
+function fixture() {
+  const store = new MemoryStore();
+  const kernel = new FakeKernel();
+  let index: StateIndex = emptyIndex("boot/ns");
+  // Each operation is a new process: it starts from what the store holds.
+  const tx = () => {
+    index = store.readIndex() ?? emptyIndex("boot/ns");
+    return new Transaction(store, kernel, index, 0, false);
+  };
+  return { store, kernel, tx };
+}
+
+describe("engine: reference counting", () => {
+  it("installs shared objects with the first pod and removes them with the last", () => {
+    const { kernel, tx, store } = fixture();
+    tx().add(planFor(2));
+    expect(kernel.kinds()).toEqual(["element", "ipset", "markChain", "route", "rpFilter", "rule"]);
+
+    tx().add(planFor(3));
+    expect(kernel.kinds().filter((k) => k === "element")).toHaveLength(2);
+    expect(kernel.kinds().filter((k) => k === "rule")).toHaveLength(1);
+
+    expect(tx().remove(planFor(2).id)).toBe(true);
+    expect(kernel.kinds()).toEqual(["element", "ipset", "markChain", "route", "rpFilter", "rule"]);
+    expect(kernel.installed.has(`element/${setOf(planFor(2))}/10.244.0.2,veth2`)).toBe(false);
+    expect(kernel.installed.has(`element/${setOf(planFor(3))}/10.244.0.3,veth3`)).toBe(true);
+
+    expect(tx().remove(planFor(3).id)).toBe(true);
+    expect(kernel.installed.size).toBe(0);
+    expect(store.listRecords()).toEqual([]);
+    expect(store.readIndex()).toMatchObject({ dirty: false, objects: {}, holders: {} });
+  });
+
+  it("second pod's ADD installs only its element", () => {
+    const { tx } = fixture();
+    tx().add(planFor(2));
+    const second = tx();
+    second.add(planFor(3));
+    expect(second.summary.installed).toEqual([`element/${setOf(planFor(3))}/10.244.0.3,veth3`]);
+  });
+
+  it("DEL of an unknown attachment is a no-op that succeeds", () => {
+    const { kernel, tx } = fixture();
+    tx().add(planFor(2));
+    expect(tx().remove("net_nope_eth0")).toBe(false);
+    expect(kernel.installed.size).toBe(6);
+  });
+
+  it("re-ADD of the same attachment keeps one holder and no duplicate", () => {
+    const { store, tx } = fixture();
+    tx().add(planFor(2));
+    tx().add(planFor(2));
+    expect(Object.keys(store.readIndex()!.holders)).toEqual([planFor(2).id]);
+    tx().remove(planFor(2).id);
+    expect(store.readIndex()!.objects).toEqual({});
+  });
+
+  it("DEL removes what ADD recorded even after the conflist changed", () => {
+    const { kernel, tx } = fixture();
+    tx().add(planFor(2, { table: 100 }));
+    tx().add(planFor(3, { table: 200 })); // a new pod under a changed conflist: its own rule and route
+    expect([...kernel.installed.keys()].filter((k) => k.startsWith("route/"))).toEqual(["route/4/100", "route/4/200"]);
+    tx().remove(planFor(2).id);
+    expect([...kernel.installed.keys()].filter((k) => k.startsWith("rule/"))).toEqual(["rule/4/32765/16/16/200"]);
+    tx().remove(planFor(3).id);
+    expect(kernel.installed.size).toBe(0);
+  });
+
+  it("keeps the rp_filter value found first, and puts it back with the last pod", () => {
+    const { kernel, tx, store } = fixture();
+    kernel.rpFilter = 1;
+    tx().add(planFor(2));
+    kernel.rpFilter = 2; // what the real kernel now holds
+    tx().add(planFor(3));
+    expect(store.readIndex()!.objects["rpFilter/eth0"]!.previous).toBe(1);
+    tx().remove(planFor(2).id);
+    tx().remove(planFor(3).id);
+    expect(kernel.rpFilter).toBe(1);
+  });
+});
+
+describe("engine: crashes", () => {
+  it("a crash mid-ADD leaves a dirty index and the record; reconcile converges", () => {
+    const { kernel, tx, store } = fixture();
+    tx().add(planFor(2));
+    kernel.failNextApply = true;
+    expect(() => tx().add(planFor(3))).toThrow(/simulated crash/);
+    expect(store.readIndex()!.dirty).toBe(true);
+    expect(store.readRecord(planFor(3).id)).toBeDefined();
+
+    const healer = tx();
+    healer.reconcile();
+    expect(store.readIndex()!.dirty).toBe(false);
+    expect(kernel.installed.has(`element/${setOf(planFor(3))}/10.244.0.3,veth3`)).toBe(true);
+    // The runtime answers a failed ADD with DEL: everything goes.
+    tx().remove(planFor(3).id);
+    tx().remove(planFor(2).id);
+    expect(kernel.installed.size).toBe(0);
+  });
+
+  it("a crash mid-DEL of the last pod is finished by reconcile: nothing left", () => {
+    const { kernel, tx, store } = fixture();
+    tx().add(planFor(2));
+    kernel.failNextApply = true;
+    expect(() => tx().remove(planFor(2).id)).toThrow(/simulated crash/);
+    expect(store.readIndex()!.dirty).toBe(true);
+    tx().reconcile();
+    // The record was still there, so reconcile re-installs; the runtime's retried DEL then removes.
+    tx().remove(planFor(2).id);
+    expect(kernel.installed.size).toBe(0);
+    expect(store.listRecords()).toEqual([]);
+  });
+
+  it("reconcile repairs objects removed behind our back", () => {
+    const { kernel, tx } = fixture();
+    tx().add(planFor(2));
+    kernel.installed.delete("rule/4/32765/16/16/100");
+    const t = tx();
+    expect(t.drift(planFor(2).objects).get("rule/4/32765/16/16/100")).toEqual(["rule/4/32765/16/16/100 is missing"]);
+    t.reconcile();
+    expect(kernel.installed.has("rule/4/32765/16/16/100")).toBe(true);
+  });
+});
+
+function setOf(plan: ReturnType<typeof planFor>): string {
+  const set = plan.objects.find((o) => o.kind === "ipset");
+  return set && set.kind === "ipset" ? set.name : "";
+}
