@@ -1,0 +1,461 @@
+// Bad inputs fed to dist/markroute in one node namespace: every one is refused with exactly one
+// CNI error object on stdout (the expected code, a message naming the field or the reason), a
+// non-zero exit, a quiet stderr, and — over the whole table — no change at all to the namespace's
+// iptables (nft and legacy), ipsets, ip rules and routes, and no attachment recorded.
+import { spawnSync } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { findPlugin, nsExec, REPO_ROOT, removeNamespace, run, snapshot, sweepStaleLabs, sysctl } from '../lab/index.ts';
+
+const SUPPORTED = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
+const cniPath = process.env.MARKROUTE_CNI_PATH?.split(':') ?? [join(REPO_ROOT, 'dist')];
+// Named like the lab's namespaces so that a killed run's leftovers are swept by the next lab.
+const NS = `mr-p${process.pid}s${randomInt(100_000_000, 999_999_999)}-bad`;
+const NETNS_PATH = `/var/run/netns/${NS}`;
+const HOST_VETH = 'vethbad0';
+
+const PREV = {
+  cniVersion: '1.0.0',
+  interfaces: [
+    { name: HOST_VETH, mac: '6e:1f:00:00:00:01' },
+    { name: 'eth0', mac: '0a:58:0a:f4:00:05', sandbox: NETNS_PATH },
+  ],
+  ips: [{ address: '10.244.0.5/24', gateway: '10.244.0.1', interface: 1 }],
+  routes: [{ dst: '0.0.0.0/0' }],
+  dns: {},
+};
+
+let bin: string;
+let dir: string;
+let rowSeq = 0;
+
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs dist/markroute inside the test namespace with exactly `env` (plus PATH); argv only, no shell. */
+function plugin(env: Record<string, string | undefined>, stdin: string | Buffer): Run {
+  const clean: Record<string, string> = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) clean[k] = v;
+  const r = spawnSync('ip', ['netns', 'exec', NS, bin], { input: stdin, env: clean, encoding: 'utf8', timeout: 30_000, maxBuffer: 16 << 20 });
+  // The plugin may refuse a huge stdin before reading all of it: EPIPE on our side is expected then.
+  if (r.error && (r.error as NodeJS.ErrnoException).code !== 'EPIPE') throw r.error;
+  return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+const newContainerId = () => randomBytes(32).toString('hex');
+
+function baseEnv(command: string, containerId: string): Record<string, string> {
+  return {
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: containerId,
+    CNI_IFNAME: 'eth0',
+    CNI_NETNS: NETNS_PATH,
+    CNI_PATH: cniPath.join(':'),
+    CNI_ARGS: 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=bad-inputs;K8S_POD_UID=2e21245c-dc03-46ea-8bfb-c151cd3bb89a;IgnoreUnknown=1',
+  };
+}
+
+function baseNetconf(rowDir: string): Record<string, unknown> {
+  return {
+    cniVersion: '1.0.0',
+    name: 'mrbad',
+    type: 'markroute',
+    stateDir: join(rowDir, 'state'),
+    logFile: join(rowDir, 'markroute.log'),
+    prevResult: PREV,
+  };
+}
+
+/** `base` with `extra` merged in; a key set to undefined is removed. */
+function merge(base: Record<string, unknown>, extra: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...base, ...extra };
+  for (const [k, v] of Object.entries(extra)) if (v === undefined) delete out[k];
+  return out;
+}
+
+/** What this test compares, as the tools print it: only iptables-save's date comments and packet counters are removed. */
+function kernelState(): Record<string, string> {
+  const out = (argv: string[]) => {
+    const r = nsExec(NS, argv, { check: false });
+    return `exit ${r.code}\n${r.stdout}${r.stderr}`;
+  };
+  const save = (tool: string) => out([tool]).split('\n').filter((l) => !l.startsWith('#')).map((l) => l.replace(/\[\d+:\d+\]/g, '[0:0]')).join('\n');
+  return {
+    'iptables-nft-save': save('iptables-nft-save'),
+    'ip6tables-nft-save': save('ip6tables-nft-save'),
+    'iptables-legacy-save': save('iptables-legacy-save'),
+    'ip6tables-legacy-save': save('ip6tables-legacy-save'),
+    'ipset list': out(['ipset', 'list']),
+    'ip -4 -j rule': out(['ip', '-4', '-j', 'rule', 'show']),
+    'ip -6 -j rule': out(['ip', '-6', '-j', 'rule', 'show']),
+    'ip -4 -j route show table all': out(['ip', '-4', '-j', 'route', 'show', 'table', 'all']),
+    'ip -6 -j route show table all': out(['ip', '-6', '-j', 'route', 'show', 'table', 'all']),
+    'nft list ruleset': out(['nft', 'list', 'ruleset']).replace(/packets \d+ bytes \d+/g, 'packets 0 bytes 0'),
+    rp_filter: out(['sysctl', 'net.ipv4.conf.all.rp_filter', 'net.ipv4.conf.default.rp_filter', 'net.ipv4.conf.eth0.rp_filter']),
+  };
+}
+
+function records(stateDir: string): string[] {
+  try {
+    return readdirSync(join(stateDir, 'attachments'));
+  } catch {
+    return [];
+  }
+}
+
+/** The one CNI error object a failed call must print: nothing else on stdout. */
+function parseError(r: Run): { cniVersion: string; code: number; msg: string; details?: string } {
+  expect(r.stdout.endsWith('\n'), `stdout: ${JSON.stringify(r.stdout)}`).toBe(true);
+  expect(r.stdout.trimEnd().split('\n')).toHaveLength(1);
+  const err = JSON.parse(r.stdout);
+  expect(typeof err).toBe('object');
+  expect(Array.isArray(err)).toBe(false);
+  for (const k of Object.keys(err)) expect(['cniVersion', 'code', 'msg', 'details']).toContain(k);
+  expect(SUPPORTED).toContain(err.cniVersion);
+  expect(Number.isInteger(err.code)).toBe(true);
+  expect(typeof err.msg).toBe('string');
+  return err;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface Row {
+  name: string;
+  command?: 'ADD' | 'DEL' | 'CHECK' | 'VERSION';
+  /** Merged into the valid netconf (undefined removes a key). */
+  netconf?: Record<string, unknown>;
+  /** Raw stdin instead of a netconf; a function gets the valid netconf. */
+  stdin?: string | ((valid: Record<string, unknown>) => string);
+  /** Merged into the valid environment (undefined removes a variable). */
+  env?: Record<string, string | undefined>;
+  code: number;
+  /** Substrings the message must contain: the field and/or the reason. */
+  msg: string[];
+  /** The netconf's own logFile receives the error (false when the netconf cannot be read, or the environment is refused first). */
+  logged?: boolean;
+}
+
+const BIG = 1024 * 1024;
+const shellNames = ['eth0;rm -rf /', '$(id)', 'eth 0', '`id`', 'eth0|true', 'x23456789abcdef0'];
+
+const rows: Row[] = [
+  // ---- stdin that is not a netconf
+  { name: 'malformed JSON', stdin: '{"cniVersion": "1.0.0", "name": ', code: 6, msg: ['cannot decode the netconf on stdin'], logged: false },
+  { name: 'empty stdin', stdin: '', code: 6, msg: ['cannot decode the netconf on stdin'], logged: false },
+  { name: 'JSON followed by garbage', stdin: (v) => `${JSON.stringify(v)} trailing`, code: 6, msg: ['cannot decode the netconf on stdin'], logged: false },
+  { name: 'JSON with single quotes', stdin: "{'cniVersion': '1.0.0'}", code: 6, msg: ['cannot decode the netconf on stdin'], logged: false },
+  { name: 'huge JSON (> 1 MiB)', stdin: (v) => JSON.stringify({ ...v, pad: 'x'.repeat(BIG + 4096) }), code: 6, msg: ['larger than 1048576 bytes'], logged: false },
+  { name: 'huge JSON (8 MiB)', stdin: (v) => JSON.stringify({ ...v, pad: 'x'.repeat(8 * BIG) }), code: 6, msg: ['larger than 1048576 bytes'], logged: false },
+  { name: 'JSON array', stdin: '[{"cniVersion":"1.0.0"}]', code: 6, msg: ['not a JSON object'], logged: false },
+  { name: 'JSON string', stdin: '"markroute"', code: 6, msg: ['not a JSON object'], logged: false },
+  { name: 'JSON null', stdin: 'null', code: 6, msg: ['not a JSON object'], logged: false },
+  { name: 'JSON number', stdin: '42', code: 6, msg: ['not a JSON object'], logged: false },
+
+  // ---- wrong types
+  { name: 'mark of the wrong type (boolean)', netconf: { mark: true }, code: 7, msg: ['invalid netconf', 'mark'] },
+  { name: 'mask of the wrong type (list)', netconf: { mask: [16] }, code: 7, msg: ['invalid netconf', 'mask'] },
+  { name: 'table as a string', netconf: { table: '100' }, code: 7, msg: ['table', 'expected number'] },
+  { name: 'serviceCIDRs not a list', netconf: { serviceCIDRs: '10.0.0.0/16' }, code: 7, msg: ['serviceCIDRs', 'expected array'] },
+  { name: 'prevResult not an object', netconf: { prevResult: 'yes' }, code: 7, msg: ['prevResult', 'expected object'] },
+  { name: 'name of the wrong type', netconf: { name: 42 }, code: 7, msg: ['name'] },
+  { name: 'cniVersion as a number', netconf: { cniVersion: 1.0 }, code: 7, msg: ['cniVersion'] },
+  { name: 'capabilities as a list', netconf: { capabilities: ['portMappings'] }, code: 7, msg: ['capabilities'] },
+
+  // ---- mark and mask
+  { name: 'mark above 32 bits (number)', netconf: { mark: 0x100000000 }, code: 7, msg: ['mark'] },
+  { name: 'mark above 32 bits (hex string)', netconf: { mark: '0x1ffffffff' }, code: 7, msg: ['mark must be a decimal or 0x-hex 32-bit number'] },
+  { name: 'mask above 32 bits (decimal string)', netconf: { mask: '4294967296' }, code: 7, msg: ['mask: must fit in 32 bits'] },
+  { name: 'negative mark', netconf: { mark: -16 }, code: 7, msg: ['mark'] },
+  { name: 'mark with bits outside the mask', netconf: { mark: 0x30, mask: 0x10 }, code: 7, msg: ['mark: 0x30 has bits outside mask 0x10'] },
+  { name: 'mark with bits outside the mask (hex strings)', netconf: { mark: '0x1000010', mask: '0xff' }, code: 7, msg: ['mark: 0x1000010 has bits outside mask 0xff'] },
+  { name: 'zero mark', netconf: { mark: 0, mask: 0x10 }, code: 7, msg: ['mark: must not be 0'] },
+  { name: 'zero mask', netconf: { mark: 0x10, mask: 0 }, code: 7, msg: ['mask: must not be 0'] },
+  { name: "mask overlapping kube-proxy's 0x4000", netconf: { mark: 0x4000, mask: 0x4000 }, code: 7, msg: ['mask: 0x4000 overlaps kube-proxy', '0xc000'] },
+  { name: 'all-ones mask (overlaps 0xc000)', netconf: { mark: '0x10', mask: '0xffffffff' }, code: 7, msg: ['mask: 0xffffffff overlaps kube-proxy'] },
+
+  // ---- tables and priorities
+  { name: 'table 253 (default)', netconf: { table: 253 }, code: 7, msg: ["table: 253 (default), 254 (main) and 255 (local) are the kernel's own tables"] },
+  { name: 'table 254 (main)', netconf: { table: 254 }, code: 7, msg: ['table: 253 (default), 254 (main)'] },
+  { name: 'table 255 (local)', netconf: { table: 255 }, code: 7, msg: ['table: 253 (default), 254 (main)'] },
+  { name: 'table 0', netconf: { table: 0 }, code: 7, msg: ['table'] },
+  { name: 'table 2^32', netconf: { table: 2 ** 32 }, code: 7, msg: ['table'] },
+  { name: "rulePriority 32766 (main's)", netconf: { rulePriority: 32766 }, code: 7, msg: ['rulePriority'] },
+  { name: 'rulePriority 0', netconf: { rulePriority: 0 }, code: 7, msg: ['rulePriority'] },
+  { name: 'suppressMainPrefixLength 129', netconf: { suppressMainPrefixLength: 129 }, code: 7, msg: ['suppressMainPrefixLength'] },
+
+  // ---- CIDRs and gateways
+  { name: 'serviceCIDRs with a /33', netconf: { serviceCIDRs: ['10.0.0.0/16', '10.0.0.0/33'] }, code: 7, msg: ['serviceCIDRs.1', 'must be an IPv4 or IPv6 CIDR'] },
+  { name: 'serviceCIDRs with an IPv6 /129', netconf: { serviceCIDRs: ['fd00:10::/129'] }, code: 7, msg: ['serviceCIDRs.0'] },
+  { name: 'excludeCIDRs with a hostname', netconf: { excludeCIDRs: ['168.63.129.16/32', 'metadata.internal'] }, code: 7, msg: ['excludeCIDRs.1'] },
+  { name: 'excludeCIDRs with shell metacharacters', netconf: { excludeCIDRs: ['10.0.0.0/8; iptables -F'] }, code: 7, msg: ['excludeCIDRs.0'] },
+  { name: 'gateway of the wrong family (IPv6)', netconf: { gateway: 'fe80::1' }, code: 7, msg: ['gateway: must be an IPv4 address'] },
+  { name: 'gateway6 of the wrong family (IPv4)', netconf: { gateway6: '10.224.0.1' }, code: 7, msg: ['gateway6: must be an IPv6 address'] },
+  { name: 'gateway with a prefix', netconf: { gateway: '10.224.0.1/24' }, code: 7, msg: ['gateway: must be an IPv4 address'] },
+
+  // ---- names with shell metacharacters, or too long
+  ...shellNames.map((uplink): Row => ({ name: `uplink ${JSON.stringify(uplink)}`, netconf: { uplink }, code: 7, msg: ['uplink: must be an interface name'] })),
+  ...shellNames.map((ifname): Row => ({
+    name: `CNI_IFNAME ${JSON.stringify(ifname)}`, env: { CNI_IFNAME: ifname }, code: 4, msg: ['CNI_IFNAME must be an interface name'], logged: false,
+  })),
+  {
+    name: 'prevResult host interface with backticks',
+    netconf: { prevResult: { ...PREV, interfaces: [{ name: 'veth`id`' }, PREV.interfaces[1]] } },
+    code: 7, msg: ['prevResult.interfaces.0.name'],
+  },
+  { name: 'network name with a path', netconf: { name: '../../etc/cron.d' }, code: 7, msg: ['name: must be a CNI network name'] },
+
+  // ---- unknown fields and versions
+  { name: 'unknown field', netconf: { nonsense: 1 }, code: 7, msg: ['Unrecognized key: "nonsense"'] },
+  { name: 'misspelt field (Uplink)', netconf: { Uplink: 'eth0' }, code: 7, msg: ['Unrecognized key: "Uplink"'] },
+  { name: 'unknown mode', netconf: { mode: 'tunnel' }, code: 7, msg: ['mode'] },
+  { name: 'unknown backend', netconf: { backend: 'ebpf' }, code: 7, msg: ['backend'] },
+  { name: 'unknown rpFilter', netconf: { rpFilter: 'strict' }, code: 7, msg: ['rpFilter'] },
+  { name: 'unknown logLevel', netconf: { logLevel: 'loud' }, code: 7, msg: ['logLevel'] },
+  { name: 'unsupported cniVersion 0.2.0', netconf: { cniVersion: '0.2.0' }, code: 1, msg: ['cniVersion 0.2.0 is not supported', '0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0'] },
+  { name: 'unsupported cniVersion 2.0.0', netconf: { cniVersion: '2.0.0' }, code: 1, msg: ['cniVersion 2.0.0 is not supported'] },
+  { name: 'missing cniVersion', netconf: { cniVersion: undefined }, code: 7, msg: ['cniVersion'] },
+
+  // ---- prevResult
+  { name: 'missing prevResult on ADD', netconf: { prevResult: undefined }, code: 7, msg: ['prevResult: missing', 'chained plugin'] },
+  {
+    name: 'prevResult without a sandbox interface',
+    netconf: { prevResult: { ...PREV, interfaces: [PREV.interfaces[0], { name: 'eth0' }] } },
+    code: 7, msg: ['prevResult: no interface named eth0 with a sandbox'],
+  },
+  {
+    name: 'prevResult without a host-side interface (macvlan)',
+    netconf: { prevResult: { ...PREV, interfaces: [PREV.interfaces[1]], ips: [{ address: '10.244.0.5/24', interface: 0 }] } },
+    code: 7, msg: ['prevResult: no host-side interface'],
+  },
+  {
+    name: 'prevResult without an address for CNI_IFNAME',
+    netconf: { prevResult: { ...PREV, ips: [{ address: '10.244.0.5/24', interface: 0 }] } },
+    code: 7, msg: ['prevResult: no IP address for eth0'],
+  },
+  {
+    name: 'prevResult with two host interfaces and no bridge between them',
+    netconf: { prevResult: { ...PREV, interfaces: [{ name: 'nobridge0' }, ...PREV.interfaces], ips: [{ address: '10.244.0.5/24', interface: 2 }] } },
+    code: 7, msg: ['prevResult: cannot tell the host interface among nobridge0, vethbad0'],
+  },
+  {
+    name: 'prevResult with a malformed address',
+    netconf: { prevResult: { ...PREV, ips: [{ address: '10.244.0.500/24', interface: 1 }] } },
+    code: 7, msg: ['prevResult.ips.0.address'],
+  },
+  {
+    name: 'an IPv6 pod on a node without an IPv6 default route',
+    netconf: { prevResult: { ...PREV, ips: [...PREV.ips, { address: 'fd00:244::5/64', interface: 1 }] } },
+    code: 102, msg: ['no IPv6 uplink', 'gateway6'],
+  },
+
+  // ---- the CNI environment
+  { name: 'empty CNI_COMMAND', env: { CNI_COMMAND: '' }, code: 4, msg: ['CNI_COMMAND must be one of'], logged: false },
+  { name: 'lower-case CNI_COMMAND', env: { CNI_COMMAND: 'add' }, code: 4, msg: ['CNI_COMMAND must be one of', 'got "add"'], logged: false },
+  { name: 'unknown CNI_COMMAND', env: { CNI_COMMAND: 'UPGRADE' }, code: 4, msg: ['CNI_COMMAND must be one of'], logged: false },
+  { name: 'missing CNI_CONTAINERID', env: { CNI_CONTAINERID: undefined }, code: 4, msg: ['CNI_CONTAINERID must be'], logged: false },
+  { name: 'CNI_CONTAINERID with a path', env: { CNI_CONTAINERID: '../../etc/passwd' }, code: 4, msg: ['CNI_CONTAINERID must be'], logged: false },
+  { name: 'CNI_CONTAINERID of 257 characters', env: { CNI_CONTAINERID: 'a'.repeat(257) }, code: 4, msg: ['CNI_CONTAINERID must be 1-256'], logged: false },
+  { name: 'missing CNI_IFNAME', env: { CNI_IFNAME: undefined }, code: 4, msg: ['CNI_IFNAME must be'], logged: false },
+  { name: 'missing CNI_NETNS on ADD', env: { CNI_NETNS: undefined }, code: 4, msg: ['CNI_NETNS must be the absolute path', 'for ADD'], logged: false },
+  { name: 'relative CNI_NETNS', env: { CNI_NETNS: 'var/run/netns/x' }, code: 4, msg: ['CNI_NETNS must be the absolute path'], logged: false },
+  { name: 'malformed CNI_ARGS (no =)', env: { CNI_ARGS: 'K8S_POD_NAMESPACE=default;K8S_POD_NAME' }, code: 4, msg: ['CNI_ARGS: "K8S_POD_NAME" is not KEY=VALUE'], logged: false },
+  { name: 'malformed CNI_ARGS (no key)', env: { CNI_ARGS: '=default' }, code: 4, msg: ['CNI_ARGS: "=default" is not KEY=VALUE'], logged: false },
+
+  // ---- paths
+  { name: 'relative stateDir', netconf: { stateDir: 'var/lib/cni/markroute' }, code: 7, msg: ['stateDir: must be an absolute path'] },
+  { name: 'stateDir with shell metacharacters', netconf: { stateDir: '/tmp/$(id)' }, code: 7, msg: ['stateDir'] },
+  { name: 'relative logFile', netconf: { logFile: 'markroute.log' }, code: 7, msg: ['logFile: must be an absolute path or "stderr"'], logged: false },
+
+  // ---- DEL, CHECK, VERSION
+  { name: 'DEL with malformed JSON', command: 'DEL', stdin: '{"name":', code: 6, msg: ['cannot decode the netconf on stdin'], logged: false },
+  { name: 'DEL with an unsupported cniVersion', command: 'DEL', netconf: { cniVersion: '0.1.0', prevResult: undefined }, code: 1, msg: ['cniVersion 0.1.0 is not supported'] },
+  { name: 'DEL with a zero mark', command: 'DEL', netconf: { mark: 0 }, code: 7, msg: ['mark: must not be 0'] },
+  { name: 'DEL with CNI_IFNAME "$(id)"', command: 'DEL', env: { CNI_IFNAME: '$(id)', CNI_NETNS: '' }, code: 4, msg: ['CNI_IFNAME'], logged: false },
+  { name: 'DEL with a CNI_CONTAINERID with a path', command: 'DEL', env: { CNI_CONTAINERID: 'x/../../y' }, code: 4, msg: ['CNI_CONTAINERID'], logged: false },
+  { name: 'CHECK without prevResult', command: 'CHECK', netconf: { prevResult: undefined }, code: 7, msg: ['prevResult: CHECK needs the prevResult of ADD'] },
+  { name: 'CHECK with an empty CNI_NETNS', command: 'CHECK', env: { CNI_NETNS: '' }, code: 4, msg: ['CNI_NETNS must be the absolute path', 'for CHECK'], logged: false },
+  { name: 'CHECK of a container never added', command: 'CHECK', code: 3, msg: ['no markroute attachment mrbad_', 'never added'] },
+  { name: 'VERSION with malformed JSON', command: 'VERSION', stdin: '{"cniVersion":', code: 6, msg: ['cannot decode the netconf on stdin'], logged: false },
+];
+
+// One namespace for the whole file: the table and the cases after it.
+beforeAll(() => {
+  bin = findPlugin('markroute', cniPath)!;
+  expect(bin && existsSync(bin), `markroute not found in ${cniPath.join(':')}: run npm run build`).toBeTruthy();
+  sweepStaleLabs();
+  dir = mkdtempSync(join(tmpdir(), `${NS}-`));
+  run(['ip', 'netns', 'add', NS]);
+  sysctl(NS, {
+    'net.ipv4.conf.all.rp_filter': 1,
+    'net.ipv4.conf.default.rp_filter': 1,
+    'net.ipv6.conf.all.accept_dad': 0,
+    'net.ipv6.conf.default.accept_dad': 0,
+  });
+  nsExec(NS, ['ip', 'link', 'set', 'lo', 'up']);
+  nsExec(NS, ['ip', 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p']);
+  nsExec(NS, ['ip', 'addr', 'add', '10.224.0.10/24', 'dev', 'eth0']);
+  nsExec(NS, ['ip', 'link', 'set', 'eth0', 'up']);
+  nsExec(NS, ['ip', 'link', 'set', 'eth0p', 'up']);
+  nsExec(NS, ['ip', 'route', 'add', 'default', 'via', '10.224.0.1', 'dev', 'eth0']);
+  nsExec(NS, ['ip', 'link', 'add', HOST_VETH, 'type', 'veth', 'peer', 'name', `${HOST_VETH}p`]);
+});
+
+afterAll(() => {
+  removeNamespace(NS);
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  expect(run(['ip', 'netns', 'list']).stdout).not.toContain(NS);
+});
+
+describe('bad inputs to dist/markroute', () => {
+  let before: Record<string, string>;
+
+  test('a valid ADD installs and its DEL removes everything', () => {
+    const rowDir = join(dir, 'valid');
+    const conf = baseNetconf(rowDir);
+    const cid = newContainerId();
+    const pristine = snapshot(NS);
+
+    const add = plugin(baseEnv('ADD', cid), JSON.stringify(conf));
+    expect(add.stderr).toBe('');
+    expect(add.status, add.stdout).toBe(0);
+    expect(JSON.parse(add.stdout)).toEqual(PREV);
+    const mid = kernelState();
+    expect(mid['ipset list']).toMatch(new RegExp(`^10\\.244\\.0\\.5,${HOST_VETH} comment "default/bad-inputs ${cid.slice(0, 12)} eth0"$`, 'm'));
+    expect(mid['ip -4 -j rule']).toContain('"priority":32765,"src":"all","fwmark":"0x10","fwmask":"0x10","table":"100"');
+    expect(JSON.parse(nsExec(NS, ['ip', '-j', 'route', 'show', 'table', '100']).stdout)).toEqual([
+      { dst: 'default', gateway: '10.224.0.1', dev: 'eth0', flags: [] },
+    ]);
+    expect(nsExec(NS, ['sysctl', '-n', 'net.ipv4.conf.eth0.rp_filter']).stdout.trim()).toBe('2');
+    expect(records(join(rowDir, 'state'))).toHaveLength(1);
+
+    const del = plugin(baseEnv('DEL', cid), JSON.stringify(conf));
+    expect(del.stderr).toBe('');
+    expect(del.status, del.stdout).toBe(0);
+    expect(del.stdout).toBe('');
+    expect(snapshot(NS)).toEqual(pristine);
+    expect(records(join(rowDir, 'state'))).toEqual([]);
+    before = kernelState();
+  });
+
+  test(`the table has at least 30 rows (${rows.length})`, () => {
+    expect(rows.length).toBeGreaterThanOrEqual(30);
+    expect(new Set(rows.map((r) => r.name)).size).toBe(rows.length);
+  });
+
+  test.each(rows.map((r) => [r.name, r] as const))('%s', (_name, row) => {
+    const rowDir = join(dir, `row${++rowSeq}`);
+    mkdirSync(rowDir, { recursive: true });
+    const valid = baseNetconf(rowDir);
+    const conf = merge(valid, row.netconf ?? {});
+    const stdin = row.stdin === undefined ? JSON.stringify(conf) : typeof row.stdin === 'string' ? row.stdin : row.stdin(valid);
+    const env = merge(baseEnv(row.command ?? 'ADD', newContainerId()), row.env ?? {}) as Record<string, string | undefined>;
+
+    const r = plugin(env, stdin);
+
+    expect(r.status, `stdout: ${r.stdout}`).toBe(1);
+    const err = parseError(r);
+    expect({ code: err.code, msg: err.msg }).toEqual({ code: row.code, msg: expect.any(String) });
+    for (const part of row.msg) expect(err.msg).toContain(part);
+    // A bad input is refused by validation, not by a crash or a kernel tool.
+    expect(err.msg).not.toMatch(/internal error|\n\s+at |TypeError|ReferenceError/);
+    if (row.stdin === undefined && row.code !== 4 && conf.cniVersion === '1.0.0') expect(err.cniVersion).toBe('1.0.0');
+    expect(r.stderr).toBe('');
+    expect(records(join(rowDir, 'state'))).toEqual([]);
+    if (row.logged ?? true) {
+      const lines = readFileSync(join(rowDir, 'markroute.log'), 'utf8').trim().split('\n');
+      expect(JSON.parse(lines.at(-1)!)).toMatchObject({ level: 50, outcome: 'error', code: row.code, msg: err.msg });
+    }
+  });
+
+  test('after the whole table the namespace is byte-for-byte as before', () => {
+    expect(before, 'the valid ADD+DEL must pass first').toBeDefined();
+    const after = kernelState();
+    for (const key of Object.keys(before)) expect(after[key], key).toBe(before[key]);
+  });
+
+  test('without CNI_COMMAND the binary is the CLI: usage on stderr, nothing on stdout, nothing changed', () => {
+    const { CNI_COMMAND: _c, ...env } = baseEnv('ADD', newContainerId());
+    const r = plugin(env, JSON.stringify(baseNetconf(join(dir, 'cli'))));
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^Usage: markroute /);
+    expect(kernelState()).toEqual(before);
+  });
+
+  test('DEL with an empty CNI_NETNS and no prevResult of a container never added succeeds silently', () => {
+    const rowDir = join(dir, 'del-never-added');
+    const r = plugin({ ...baseEnv('DEL', newContainerId()), CNI_NETNS: '' }, JSON.stringify(merge(baseNetconf(rowDir), { prevResult: undefined })));
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('');
+    expect(r.status).toBe(0);
+    expect(records(join(rowDir, 'state'))).toEqual([]);
+    expect(kernelState()).toEqual(before);
+  });
+
+  test('DEL repeated, and DEL with no CNI_ARGS at all, of a container never added succeed silently', () => {
+    const rowDir = join(dir, 'del-twice');
+    const cid = newContainerId();
+    for (const env of [baseEnv('DEL', cid), baseEnv('DEL', cid), { ...baseEnv('DEL', cid), CNI_ARGS: undefined }]) {
+      const r = plugin(env, JSON.stringify(baseNetconf(rowDir)));
+      expect([r.status, r.stdout, r.stderr]).toEqual([0, '', '']);
+    }
+    expect(kernelState()).toEqual(before);
+  });
+});
+
+// Inputs that pass validation but that the node cannot carry out. These run after the table
+// (they may leave the namespace changed when they fail).
+describe('inputs validation lets through', () => {
+  const cleanRun = (stateDir: string, env: Record<string, string | undefined>, conf: Record<string, unknown>) => {
+    const r = plugin(env, JSON.stringify(conf));
+    return { ...r, records: records(stateDir) };
+  };
+
+  // BUG: src/cni/request.ts:35 accepts container IDs up to 256 characters, but src/state/store.ts
+  // names the record `<network>_<containerID>_<ifname>.json.<pid>.tmp`, which is longer than
+  // NAME_MAX (255) for IDs over ~225 characters: ADD fails with code 101 ENAMETOOLONG, and leaves
+  // the index dirty so that every later DEL on that state directory fails with code 100.
+  test('the longest container ID validation accepts can be added and deleted', () => {
+    const rowDir = join(dir, 'long-id');
+    const stateDir = join(rowDir, 'state');
+    const conf = baseNetconf(rowDir);
+    const cid = 'c'.repeat(250);
+    const add = cleanRun(stateDir, baseEnv('ADD', cid), conf);
+    expect(add.stdout.startsWith('{"cniVersion":"1.0.0","interfaces"'), add.stdout).toBe(true);
+    expect(add.status).toBe(0);
+    const del = cleanRun(stateDir, baseEnv('DEL', cid), conf);
+    expect(del.stdout).toBe('');
+    expect(del.status).toBe(0);
+    expect(del.records).toEqual([]);
+  });
+
+  // BUG: an ADD the kernel refuses half-way (here `ip route replace default via 192.0.2.1` fails
+  // after the ipset and the mangle chain are already installed) leaves a record and a dirty index;
+  // the DEL the runtime sends next (after a failed ADD, without prevResult) first "reconciles"
+  // (src/engine.ts withState -> Transaction.reconcile) by re-installing every recorded attachment,
+  // hits the same kernel error and fails with code 100 — on every retry. libcni then never
+  // releases the pod's IP. DEL must remove what the record lists instead.
+  test('after an ADD the kernel refused (unreachable gateway), the runtime\'s DEL succeeds and cleans up', () => {
+    const rowDir = join(dir, 'bad-gateway');
+    const stateDir = join(rowDir, 'state');
+    const conf = merge(baseNetconf(rowDir), { uplink: 'eth0', gateway: '192.0.2.1' });
+    const cid = newContainerId();
+    const before = kernelState();
+    const add = cleanRun(stateDir, baseEnv('ADD', cid), conf);
+    expect(add.status).toBe(1);
+    const err = parseError(add);
+    expect(err.code).toBe(100);
+    expect(err.details).toContain('route replace default via 192.0.2.1 dev eth0 table 100');
+    const del = cleanRun(stateDir, baseEnv('DEL', cid), merge(conf, { prevResult: undefined }));
+    expect(del.stdout).toBe('');
+    expect(del.status).toBe(0);
+    expect(del.records).toEqual([]);
+    expect(kernelState()).toEqual(before);
+  });
+});
