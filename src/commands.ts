@@ -92,7 +92,9 @@ export async function check(config: Config, req: CniRequest): Promise<Outcome> {
   const problems = await withState(config.stateDir, (tx) => {
     const record = tx.store.readRecord(id);
     if (!record) throw new CniError(ErrorCode.unknownContainer, `no markroute attachment ${id}: it was never added, or was deleted`);
-    return [...tx.drift(record.objects).values()].flat();
+    // Shared objects as they are meant to be now (the newest holder's plan), the pod's own as recorded.
+    const expected = record.objects.map((o) => (o.kind === "element" ? o : (tx.index.objects[objectKey(o)]?.object ?? o)));
+    return [...tx.drift(expected).values()].flat();
   });
   if (problems.length) throw new CniError(ErrorCode.checkFailed, `attachment ${id} is not fully installed: ${problems.join("; ")}`);
   return {};

@@ -8,6 +8,8 @@ import {
 
 export const LOCK_TIMEOUT_MS = 10_000;
 
+const sameObject = (a: KernelObject, b: KernelObject) => JSON.stringify(a) === JSON.stringify(b);
+
 /** What happened to the kernel in one operation, for logs and `reconcile`. */
 export interface ChangeSummary {
   installed: string[];
@@ -41,6 +43,34 @@ export class Transaction {
 
   private refCount(key: string): number {
     return Object.values(this.index.holders).filter((keys) => keys.includes(key)).length;
+  }
+
+  private heldByOthers(key: string, id: string): boolean {
+    return Object.entries(this.index.holders).some(([holder, keys]) => holder !== id && keys.includes(key));
+  }
+
+  /**
+   * After a release, a shared object its holders planned differently (the conflist changed
+   * between their ADDs) must be as the newest remaining holder planned it, not as a departed one
+   * left it. Only objects flagged `mixed` cost a read of their holders' records.
+   */
+  private reinstated(stillHeld: string[]): KernelObject[] {
+    const reinstate: KernelObject[] = [];
+    for (const key of stillHeld) {
+      const entry = this.index.objects[key];
+      if (!entry?.mixed) continue;
+      const versions = Object.entries(this.index.holders)
+        .filter(([, keys]) => keys.includes(key))
+        .map(([id]) => this.store.readRecord(id))
+        .filter((r): r is AttachmentRecord => r !== undefined)
+        .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
+        .map((r) => r.objects.find((o) => objectKey(o) === key)!);
+      const newest = versions.at(-1);
+      if (!newest) continue;
+      if (versions.every((v) => sameObject(v, newest))) delete entry.mixed;
+      if (!sameObject(newest, entry.object)) reinstate.push(newest);
+    }
+    return reinstate;
   }
 
   /** Keys among `released` that no attachment holds any more and that may be installed. */
@@ -78,10 +108,15 @@ export class Transaction {
     const released = (this.index.holders[plan.id] ?? []).filter((k) => !keys.includes(k));
     const install = plan.objects.filter((o) => {
       const known = this.index.objects[objectKey(o)];
-      return !known || o.kind === "element" || JSON.stringify(known.object) !== JSON.stringify(o);
+      if (!known || o.kind === "element") return true;
+      if (sameObject(known.object, o)) return false;
+      // The conflist changed under pods that hold this object: remember to look at them on release.
+      if (this.heldByOthers(objectKey(o), plan.id)) known.mixed = true;
+      return true;
     });
     this.index.holders[plan.id] = keys;
     const removeKeys = this.unheld(released);
+    install.push(...this.reinstated(released.filter((k) => !removeKeys.includes(k))));
     this.markDirty(install);
     // The record is written before the kernel changes, so whatever gets installed is traceable.
     this.store.writeRecord({ ...plan, version: STATE_VERSION, createdAt: new Date().toISOString() });
@@ -94,8 +129,9 @@ export class Transaction {
     if (!keys) return false;
     delete this.index.holders[id];
     const removeKeys = this.unheld(keys);
-    this.markDirty([]);
-    this.applyAndClean([], removeKeys, () => this.store.deleteRecord(id));
+    const reinstate = this.reinstated(keys.filter((k) => !removeKeys.includes(k)));
+    this.markDirty(reinstate);
+    this.applyAndClean(reinstate, removeKeys, () => this.store.deleteRecord(id));
     return true;
   }
 

@@ -16,6 +16,8 @@ export interface IndexEntry {
   object: KernelObject;
   /** For rp_filter: the value found before we loosened it, to put back with the last pod. */
   previous?: number;
+  /** Its holders planned it differently (the conflist changed between their ADDs). */
+  mixed?: boolean;
 }
 
 export interface StateIndex {

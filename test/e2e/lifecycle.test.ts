@@ -158,11 +158,9 @@ describe('markroute lifecycle (10-ptp-markroute.conflist)', () => {
     expectClean();
   });
 
-  // Known bug (reported): the chain is shared by the network and keyed by name, so a pod ADDed
-  // with other serviceCIDRs rewrites it for everyone; when that pod goes, DEL leaves the chain as
-  // that pod wanted it instead of re-deriving it from the pods that remain. The remaining pod's
-  // ClusterIP traffic is then marked and hairpinned, and its CHECK fails although nobody touched
-  // anything (`markroute status` says "drift: none"; `markroute reconcile` puts it right).
+  // The chain is shared by the network: a pod ADDed with other serviceCIDRs rewrites it for
+  // everyone (newest plan wins); when that pod goes, the chain must be as the remaining pods
+  // planned it, or their ClusterIP traffic would be marked and hairpinned.
   test('conflist changed and rolled back: once the pod ADDed with other serviceCIDRs is gone, the chain exempts the remaining pods\' serviceCIDRs again', async () => {
     const changed = structuredClone(list);
     Object.assign(changed.plugins[1]!, { serviceCIDRs: ['10.0.0.0/16'] });

@@ -120,6 +120,18 @@ describe("engine: reference counting", () => {
     expect(kernel.installed.size).toBe(0);
   });
 
+  it("a shared object planned differently by a departed pod reverts to the remaining pods' plan", () => {
+    const { kernel, tx, store } = fixture();
+    const chainKey = "markChain/4/nft/" + chainOf(planFor(2));
+    tx().add(planFor(2, { serviceCIDRs: ["10.96.0.0/12"] }));
+    tx().add(planFor(3, { serviceCIDRs: ["10.0.0.0/16"] })); // the conflist changed: newest plan wins
+    expect(exemptOf(kernel.installed.get(chainKey))).toEqual(["10.0.0.0/16"]);
+    expect(store.readIndex()!.objects[chainKey]!.mixed).toBe(true);
+    tx().remove(planFor(3).id);
+    expect(exemptOf(kernel.installed.get(chainKey))).toEqual(["10.96.0.0/12"]);
+    expect(store.readIndex()!.objects[chainKey]!.mixed).toBeUndefined();
+  });
+
   it("keeps the rp_filter value found first, and puts it back with the last pod", () => {
     const { kernel, tx, store } = fixture();
     kernel.rpFilter = 1;
@@ -180,3 +192,10 @@ function setOf(plan: ReturnType<typeof planFor>): string {
   const set = plan.objects.find((o) => o.kind === "ipset");
   return set && set.kind === "ipset" ? set.name : "";
 }
+
+function chainOf(plan: ReturnType<typeof planFor>): string {
+  const chain = plan.objects.find((o) => o.kind === "markChain");
+  return chain && chain.kind === "markChain" ? chain.chain : "";
+}
+
+const exemptOf = (o: KernelObject | undefined) => (o && o.kind === "markChain" ? o.exempt : undefined);
