@@ -43,7 +43,8 @@ const attachmentRef = z.looseObject({ containerID: z.string(), ifname: z.string(
 // Fields the CNI spec and runtimes put in every netconf; accepted, used only where named.
 const standardFields = {
   cniVersion: z.string(),
-  name: z.string().check(z.regex(CNI_NAME, "must be a CNI network name (letters, digits, _ . -)"), z.maxLength(128)),
+  // At most 64: the name goes into state file names (with the container ID, under 255 bytes) and rule comments.
+  name: z.string().check(z.regex(CNI_NAME, "must be a CNI network name (letters, digits, _ . -)"), z.maxLength(64)),
   type: z.string(),
   capabilities: z.optional(z.record(z.string(), z.unknown())),
   runtimeConfig: z.optional(z.record(z.string(), z.unknown())),

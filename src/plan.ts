@@ -104,7 +104,7 @@ export function planAttachment(config: Config, attachment: Attachment, hostMatch
     attachment.podNamespace && attachment.podName ? `${attachment.podNamespace}/${attachment.podName}` : undefined,
     attachment.containerId.slice(0, 12),
     attachment.ifName,
-  ].filter(Boolean).join(" ");
+  ].filter(Boolean).join(" ").slice(0, 255); // ipset's limit for a comment
   const objects: KernelObject[] = [];
   for (const family of families) {
     const uplink = facts.uplinks[family];

@@ -30,7 +30,8 @@ export function parseEnvironment(env: NodeJS.ProcessEnv): CniRequest {
   const ifName = env.CNI_IFNAME ?? "";
   const netns = env.CNI_NETNS ?? "";
   if (perAttachment) {
-    if (!CNI_NAME.test(containerId) || containerId.length > 256) badEnv(`CNI_CONTAINERID must be 1-256 of letters, digits, _ . - starting with a letter or digit, got "${containerId}"`);
+    // 128 is twice a runtime's 64-hex ID; it keeps state file names under the 255-byte limit.
+    if (!CNI_NAME.test(containerId) || containerId.length > 128) badEnv(`CNI_CONTAINERID must be 1-128 of letters, digits, _ . - starting with a letter or digit, got "${containerId.slice(0, 200)}"`);
     if (!IFNAME.test(ifName)) badEnv(`CNI_IFNAME must be an interface name of 1-15 letters, digits, _ . @ -, got "${ifName}"`);
     if (command !== "DEL" && !netns.startsWith("/")) badEnv(`CNI_NETNS must be the absolute path of the container's network namespace for ${command}, got "${netns}"`);
   }
