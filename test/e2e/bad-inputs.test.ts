@@ -4,7 +4,7 @@
 // iptables (nft and legacy), ipsets, ip rules and routes, and no attachment recorded.
 import { spawnSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -260,7 +260,8 @@ const rows: Row[] = [
   { name: 'unknown CNI_COMMAND', env: { CNI_COMMAND: 'UPGRADE' }, code: 4, msg: ['CNI_COMMAND must be one of'], logged: false },
   { name: 'missing CNI_CONTAINERID', env: { CNI_CONTAINERID: undefined }, code: 4, msg: ['CNI_CONTAINERID must be'], logged: false },
   { name: 'CNI_CONTAINERID with a path', env: { CNI_CONTAINERID: '../../etc/passwd' }, code: 4, msg: ['CNI_CONTAINERID must be'], logged: false },
-  { name: 'CNI_CONTAINERID of 257 characters', env: { CNI_CONTAINERID: 'a'.repeat(257) }, code: 4, msg: ['CNI_CONTAINERID must be 1-256'], logged: false },
+  { name: 'CNI_CONTAINERID of 129 characters', env: { CNI_CONTAINERID: 'a'.repeat(129) }, code: 4, msg: ['CNI_CONTAINERID must be 1-128'], logged: false },
+  { name: 'network name of 65 characters', netconf: { name: 'n'.repeat(65) }, code: 7, msg: ['name: Too big', '64'] },
   { name: 'missing CNI_IFNAME', env: { CNI_IFNAME: undefined }, code: 4, msg: ['CNI_IFNAME must be'], logged: false },
   { name: 'missing CNI_NETNS on ADD', env: { CNI_NETNS: undefined }, code: 4, msg: ['CNI_NETNS must be the absolute path', 'for ADD'], logged: false },
   { name: 'relative CNI_NETNS', env: { CNI_NETNS: 'var/run/netns/x' }, code: 4, msg: ['CNI_NETNS must be the absolute path'], logged: false },
@@ -417,22 +418,27 @@ describe('inputs validation lets through', () => {
     return { ...r, records: records(stateDir) };
   };
 
-  // BUG: src/cni/request.ts:35 accepts container IDs up to 256 characters, but src/state/store.ts
-  // names the record `<network>_<containerID>_<ifname>.json.<pid>.tmp`, which is longer than
-  // NAME_MAX (255) for IDs over ~225 characters: ADD fails with code 101 ENAMETOOLONG, and leaves
-  // the index dirty so that every later DEL on that state directory fails with code 100.
-  test('the longest container ID validation accepts can be added and deleted', () => {
-    const rowDir = join(dir, 'long-id');
+  // The longest names validation accepts (network 64, container ID 128, interface 15) must still
+  // fit the state record's file name (NAME_MAX 255, with ".json.<pid>.tmp" while written). Before
+  // 5762340 a 250-character ID passed validation and ADD failed with ENAMETOOLONG (code 101),
+  // leaving a dirty index that made every later DEL fail.
+  test('the longest names validation accepts can be added and deleted', () => {
+    const rowDir = join(dir, 'long-names');
     const stateDir = join(rowDir, 'state');
-    const conf = baseNetconf(rowDir);
-    const cid = 'c'.repeat(250);
-    const add = cleanRun(stateDir, baseEnv('ADD', cid), conf);
-    expect(add.stdout.startsWith('{"cniVersion":"1.0.0","interfaces"'), add.stdout).toBe(true);
-    expect(add.status).toBe(0);
-    const del = cleanRun(stateDir, baseEnv('DEL', cid), conf);
-    expect(del.stdout).toBe('');
-    expect(del.status).toBe(0);
+    const ifname = 'e23456789abcdef';
+    const prevResult = { ...PREV, interfaces: [PREV.interfaces[0], { ...PREV.interfaces[1], name: ifname }] };
+    const conf = merge(baseNetconf(rowDir), { name: 'n'.repeat(64), prevResult });
+    const env = (command: string) => ({ ...baseEnv(command, 'c'.repeat(128)), CNI_IFNAME: ifname });
+    const before = kernelState();
+    const add = cleanRun(stateDir, env('ADD'), conf);
+    expect(add.stderr).toBe('');
+    expect(add.status, add.stdout).toBe(0);
+    expect(JSON.parse(add.stdout)).toEqual(prevResult);
+    expect(add.records).toEqual([`${'n'.repeat(64)}_${'c'.repeat(128)}_${ifname}.json`]);
+    const del = cleanRun(stateDir, env('DEL'), conf);
+    expect([del.status, del.stdout, del.stderr]).toEqual([0, '', '']);
     expect(del.records).toEqual([]);
+    expect(kernelState()).toEqual(before);
   });
 
   // BUG: an ADD the kernel refuses half-way (here `ip route replace default via 192.0.2.1` fails
@@ -444,7 +450,7 @@ describe('inputs validation lets through', () => {
   test('after an ADD the kernel refused (unreachable gateway), the runtime\'s DEL succeeds and cleans up', () => {
     const rowDir = join(dir, 'bad-gateway');
     const stateDir = join(rowDir, 'state');
-    const conf = merge(baseNetconf(rowDir), { uplink: 'eth0', gateway: '192.0.2.1' });
+    const conf = merge(baseNetconf(rowDir), { name: 'mrgateway', uplink: 'eth0', gateway: '192.0.2.1' });
     const cid = newContainerId();
     const before = kernelState();
     const add = cleanRun(stateDir, baseEnv('ADD', cid), conf);
@@ -457,5 +463,41 @@ describe('inputs validation lets through', () => {
     expect(del.status).toBe(0);
     expect(del.records).toEqual([]);
     expect(kernelState()).toEqual(before);
+  });
+});
+
+// The state directory is an input too: what a killed ADD leaves there must not wedge DEL.
+describe('state left by an ADD killed before it changed the kernel', () => {
+  // BUG: an ADD SIGKILLed (libcni kills plugins when the runtime's context is cancelled) after
+  // Transaction.add wrote the dirty index (src/engine.ts markDirty) but before the record and the
+  // kernel change leaves an index listing a set element in a set that does not exist. The next
+  // operation reconciles: the stale element is removed with `del <set> <addr>,<iface>` in one
+  // `ipset -exist restore` batch (src/backend/iptables.ts restoreSets, called from
+  // src/backend/apply.ts applyChange), and ipset refuses "The set with the given name does not
+  // exist" even with -exist. Every DEL (and ADD) on that state directory then fails with code 100.
+  // apply.ts promises "removing tolerates absence".
+  test('the DEL that follows succeeds, and leaves nothing', () => {
+    const rowDir = join(dir, 'killed-add');
+    const stateDir = join(rowDir, 'state');
+    const conf = merge(baseNetconf(rowDir), { name: 'mrkilled' });
+    const cid = newContainerId();
+    const before = kernelState();
+    // A real ADD gives the index exactly as Transaction.add writes it before touching the kernel ...
+    const add = plugin(baseEnv('ADD', cid), JSON.stringify(conf));
+    expect([add.status, add.stderr]).toEqual([0, '']);
+    const index = JSON.parse(readFileSync(join(stateDir, 'index.json'), 'utf8'));
+    expect(Object.keys(index.holders)).toEqual([`mrkilled_${cid}_eth0`]);
+    const del = plugin(baseEnv('DEL', cid), JSON.stringify(conf));
+    expect([del.status, del.stdout]).toEqual([0, '']);
+    expect(kernelState()).toEqual(before);
+    // ... then killed: dirty index, no record yet, kernel untouched.
+    writeFileSync(join(stateDir, 'index.json'), JSON.stringify({ ...index, dirty: true }));
+    expect(records(stateDir)).toEqual([]);
+
+    const retry = plugin({ ...baseEnv('DEL', cid), CNI_NETNS: '' }, JSON.stringify(merge(conf, { prevResult: undefined })));
+    expect(retry.stdout).toBe('');
+    expect(retry.status).toBe(0);
+    expect(kernelState()).toEqual(before);
+    expect(JSON.parse(readFileSync(join(stateDir, 'index.json'), 'utf8'))).toMatchObject({ dirty: false, objects: {}, holders: {} });
   });
 });

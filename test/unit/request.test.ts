@@ -26,6 +26,11 @@ const envError = (env: Record<string, string | undefined>) => {
 };
 
 describe('parseEnvironment', () => {
+  test('an overlong CNI_CONTAINERID is quoted only in part', () => {
+    const message = envError({ ...ok, CNI_CONTAINERID: 'x'.repeat(5000) });
+    expect(message).toBe(`CNI_CONTAINERID must be 1-128 of letters, digits, _ . - starting with a letter or digit, got "${'x'.repeat(200)}"`);
+  });
+
   test('a runtime ADD', () => {
     const req = parseEnvironment({ ...ok, CNI_ARGS: 'K8S_POD_NAMESPACE=team-a;K8S_POD_NAME=web-1;IgnoreUnknown=1' });
     expect(req).toEqual({
@@ -45,18 +50,18 @@ describe('parseEnvironment', () => {
     expect(envError({ ...ok, CNI_COMMAND: cmd })).toBe(`CNI_COMMAND must be one of ADD, DEL, CHECK, VERSION, GC, STATUS, got "${cmd ?? ''}"`);
   });
 
-  test.each([undefined, '', '-abc', '.abc', '_abc', 'a/b', '../../etc/passwd', 'a b', 'a;b', '$(id)', 'x'.repeat(257)])(
+  test.each([undefined, '', '-abc', '.abc', '_abc', 'a/b', '../../etc/passwd', 'a b', 'a;b', '$(id)', 'x'.repeat(129)])(
     'CNI_CONTAINERID %j is error 4 on ADD',
     (id) => {
       expect(envError({ ...ok, CNI_CONTAINERID: id })).toBe(
-        `CNI_CONTAINERID must be 1-256 of letters, digits, _ . - starting with a letter or digit, got "${id ?? ''}"`,
+        `CNI_CONTAINERID must be 1-128 of letters, digits, _ . - starting with a letter or digit, got "${id ?? ''}"`,
       );
     },
   );
 
-  test('CNI_CONTAINERID of 1 and 256 characters is accepted', () => {
+  test('CNI_CONTAINERID of 1 and 128 characters is accepted', () => {
     expect(parseEnvironment({ ...ok, CNI_CONTAINERID: 'a' }).containerId).toBe('a');
-    expect(parseEnvironment({ ...ok, CNI_CONTAINERID: 'a'.repeat(256) }).containerId).toBe('a'.repeat(256));
+    expect(parseEnvironment({ ...ok, CNI_CONTAINERID: 'a'.repeat(128) }).containerId).toBe('a'.repeat(128));
     expect(parseEnvironment({ ...ok, CNI_CONTAINERID: 'a-b.c_d' }).containerId).toBe('a-b.c_d');
   });
 
