@@ -411,7 +411,8 @@ describe('bad inputs to dist/markroute', () => {
 });
 
 // Inputs that pass validation but that the node cannot carry out. These run after the table
-// (they may leave the namespace changed when they fail).
+// (they may leave the namespace changed when they fail), each with its own network name and
+// policy table so that one's leftovers do not disturb another's before/after comparison.
 describe('inputs validation lets through', () => {
   const cleanRun = (stateDir: string, env: Record<string, string | undefined>, conf: Record<string, unknown>) => {
     const r = plugin(env, JSON.stringify(conf));
@@ -450,18 +451,43 @@ describe('inputs validation lets through', () => {
   test('after an ADD the kernel refused (unreachable gateway), the runtime\'s DEL succeeds and cleans up', () => {
     const rowDir = join(dir, 'bad-gateway');
     const stateDir = join(rowDir, 'state');
-    const conf = merge(baseNetconf(rowDir), { name: 'mrgateway', uplink: 'eth0', gateway: '192.0.2.1' });
+    const conf = merge(baseNetconf(rowDir), { name: 'mrgateway', table: 101, uplink: 'eth0', gateway: '192.0.2.1' });
     const cid = newContainerId();
     const before = kernelState();
     const add = cleanRun(stateDir, baseEnv('ADD', cid), conf);
     expect(add.status).toBe(1);
     const err = parseError(add);
     expect(err.code).toBe(100);
-    expect(err.details).toContain('route replace default via 192.0.2.1 dev eth0 table 100');
+    expect(err.details).toContain('route replace default via 192.0.2.1 dev eth0 table 101');
     const del = cleanRun(stateDir, baseEnv('DEL', cid), merge(conf, { prevResult: undefined }));
     expect(del.stdout).toBe('');
     expect(del.status).toBe(0);
     expect(del.records).toEqual([]);
+    expect(kernelState()).toEqual(before);
+  });
+});
+
+// Deeply nested JSON parses (V8's JSON.parse is iterative) but cannot be printed back
+// (JSON.stringify recurses): a prevResult carrying such a value must be refused before anything
+// changes, not fail when the result is printed.
+describe('a deeply nested value inside prevResult', () => {
+  // BUG: src/main.ts write() -> JSON.stringify(resultInVersion(prevResult)) throws RangeError
+  // ("Maximum call stack size exceeded") only after commands.add has installed and recorded the
+  // attachment: the runtime gets code 110 "internal error" with a stack trace while the kernel
+  // holds the pod's objects. Nothing bounds nesting before the kernel is touched.
+  test('is refused before anything changes', () => {
+    const rowDir = join(dir, 'deep');
+    const depth = 200_000;
+    const conf = merge(baseNetconf(rowDir), { name: 'mrdeep', table: 102 });
+    const text = JSON.stringify(conf).replace('"dns":{}', `"dns":{"options":${'['.repeat(depth)}${']'.repeat(depth)}}`);
+    expect(text.length).toBeLessThan(BIG);
+    const before = kernelState();
+    const r = plugin(baseEnv('ADD', newContainerId()), text);
+    expect(r.status).toBe(1);
+    const err = parseError(r);
+    expect(err.code, err.msg.slice(0, 2000)).not.toBe(110);
+    expect([6, 7]).toContain(err.code);
+    expect(records(join(rowDir, 'state'))).toEqual([]);
     expect(kernelState()).toEqual(before);
   });
 });
@@ -479,7 +505,7 @@ describe('state left by an ADD killed before it changed the kernel', () => {
   test('the DEL that follows succeeds, and leaves nothing', () => {
     const rowDir = join(dir, 'killed-add');
     const stateDir = join(rowDir, 'state');
-    const conf = merge(baseNetconf(rowDir), { name: 'mrkilled' });
+    const conf = merge(baseNetconf(rowDir), { name: 'mrkilled', table: 103 });
     const cid = newContainerId();
     const before = kernelState();
     // A real ADD gives the index exactly as Transaction.add writes it before touching the kernel ...
