@@ -410,9 +410,10 @@ describe('bad inputs to dist/markroute', () => {
   });
 });
 
-// Inputs that pass validation but that the node cannot carry out. These run after the table
-// (they may leave the namespace changed when they fail), each with its own network name and
-// policy table so that one's leftovers do not disturb another's before/after comparison.
+// Inputs that pass validation but that the node cannot carry out. These run after the table and
+// compare normalised snapshots (so they also hold when run alone, e.g. with -t). They may leave
+// the namespace changed when they fail, so each has its own network name and policy table: one's
+// leftovers do not disturb another's before/after comparison.
 describe('inputs validation lets through', () => {
   const cleanRun = (stateDir: string, env: Record<string, string | undefined>, conf: Record<string, unknown>) => {
     const r = plugin(env, JSON.stringify(conf));
@@ -430,7 +431,7 @@ describe('inputs validation lets through', () => {
     const prevResult = { ...PREV, interfaces: [PREV.interfaces[0], { ...PREV.interfaces[1], name: ifname }] };
     const conf = merge(baseNetconf(rowDir), { name: 'n'.repeat(64), prevResult });
     const env = (command: string) => ({ ...baseEnv(command, 'c'.repeat(128)), CNI_IFNAME: ifname });
-    const before = kernelState();
+    const before = snapshot(NS);
     const add = cleanRun(stateDir, env('ADD'), conf);
     expect(add.stderr).toBe('');
     expect(add.status, add.stdout).toBe(0);
@@ -439,7 +440,29 @@ describe('inputs validation lets through', () => {
     const del = cleanRun(stateDir, env('DEL'), conf);
     expect([del.status, del.stdout, del.stderr]).toEqual([0, '', '']);
     expect(del.records).toEqual([]);
-    expect(kernelState()).toEqual(before);
+    expect(snapshot(NS)).toEqual(before);
+  });
+
+  // CNI_ARGS is free text; only Kubernetes-valid pod names may reach the ipset comment (which is
+  // quoted inside an `ipset restore` batch).
+  test('pod names in CNI_ARGS that are not Kubernetes names stay out of the ipset comment', () => {
+    const rowDir = join(dir, 'args-injection');
+    const stateDir = join(rowDir, 'state');
+    const conf = merge(baseNetconf(rowDir), { name: 'mrargs', table: 104 });
+    const cid = newContainerId();
+    const env = (command: string) => ({
+      ...baseEnv(command, cid),
+      CNI_ARGS: 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=web"\nflush\ncreate x hash:ip comment "$(id)`id`;IgnoreUnknown=1',
+    });
+    const before = snapshot(NS);
+    const add = cleanRun(stateDir, env('ADD'), conf);
+    expect([add.status, add.stderr]).toEqual([0, '']);
+    const members = nsExec(NS, ['ipset', 'save']).stdout.split('\n').filter((l) => l.startsWith('add ') || l.startsWith('create '));
+    expect(members.filter((l) => l.startsWith('add '))).toEqual([expect.stringMatching(new RegExp(`^add mr4-[0-9a-f]{8} 10\\.244\\.0\\.5,${HOST_VETH} comment "${cid.slice(0, 12)} eth0"$`))]);
+    expect(members.filter((l) => l.startsWith('create '))).toHaveLength(1);
+    const del = cleanRun(stateDir, env('DEL'), conf);
+    expect([del.status, del.stdout, del.stderr]).toEqual([0, '', '']);
+    expect(snapshot(NS)).toEqual(before);
   });
 
   // BUG: an ADD the kernel refuses half-way (here `ip route replace default via 192.0.2.1` fails
@@ -453,7 +476,7 @@ describe('inputs validation lets through', () => {
     const stateDir = join(rowDir, 'state');
     const conf = merge(baseNetconf(rowDir), { name: 'mrgateway', table: 101, uplink: 'eth0', gateway: '192.0.2.1' });
     const cid = newContainerId();
-    const before = kernelState();
+    const before = snapshot(NS);
     const add = cleanRun(stateDir, baseEnv('ADD', cid), conf);
     expect(add.status).toBe(1);
     const err = parseError(add);
@@ -463,7 +486,7 @@ describe('inputs validation lets through', () => {
     expect(del.stdout).toBe('');
     expect(del.status).toBe(0);
     expect(del.records).toEqual([]);
-    expect(kernelState()).toEqual(before);
+    expect(snapshot(NS)).toEqual(before);
   });
 });
 
@@ -481,14 +504,14 @@ describe('a deeply nested value inside prevResult', () => {
     const conf = merge(baseNetconf(rowDir), { name: 'mrdeep', table: 102 });
     const text = JSON.stringify(conf).replace('"dns":{}', `"dns":{"options":${'['.repeat(depth)}${']'.repeat(depth)}}`);
     expect(text.length).toBeLessThan(BIG);
-    const before = kernelState();
+    const before = snapshot(NS);
     const r = plugin(baseEnv('ADD', newContainerId()), text);
     expect(r.status).toBe(1);
     const err = parseError(r);
     expect(err.code, err.msg.slice(0, 2000)).not.toBe(110);
     expect([6, 7]).toContain(err.code);
     expect(records(join(rowDir, 'state'))).toEqual([]);
-    expect(kernelState()).toEqual(before);
+    expect(snapshot(NS)).toEqual(before);
   });
 });
 
@@ -507,7 +530,7 @@ describe('state left by an ADD killed before it changed the kernel', () => {
     const stateDir = join(rowDir, 'state');
     const conf = merge(baseNetconf(rowDir), { name: 'mrkilled', table: 103 });
     const cid = newContainerId();
-    const before = kernelState();
+    const before = snapshot(NS);
     // A real ADD gives the index exactly as Transaction.add writes it before touching the kernel ...
     const add = plugin(baseEnv('ADD', cid), JSON.stringify(conf));
     expect([add.status, add.stderr]).toEqual([0, '']);
@@ -515,7 +538,7 @@ describe('state left by an ADD killed before it changed the kernel', () => {
     expect(Object.keys(index.holders)).toEqual([`mrkilled_${cid}_eth0`]);
     const del = plugin(baseEnv('DEL', cid), JSON.stringify(conf));
     expect([del.status, del.stdout]).toEqual([0, '']);
-    expect(kernelState()).toEqual(before);
+    expect(snapshot(NS)).toEqual(before);
     // ... then killed: dirty index, no record yet, kernel untouched.
     writeFileSync(join(stateDir, 'index.json'), JSON.stringify({ ...index, dirty: true }));
     expect(records(stateDir)).toEqual([]);
@@ -523,7 +546,7 @@ describe('state left by an ADD killed before it changed the kernel', () => {
     const retry = plugin({ ...baseEnv('DEL', cid), CNI_NETNS: '' }, JSON.stringify(merge(conf, { prevResult: undefined })));
     expect(retry.stdout).toBe('');
     expect(retry.status).toBe(0);
-    expect(kernelState()).toEqual(before);
+    expect(snapshot(NS)).toEqual(before);
     expect(JSON.parse(readFileSync(join(stateDir, 'index.json'), 'utf8'))).toMatchObject({ dirty: false, objects: {}, holders: {} });
   });
 });
