@@ -1,0 +1,299 @@
+// markroute under containerd-style concurrency: many ADDs and DELs at once, and lock holders
+// killed with SIGKILL in the middle of a change. The kernel state and the state directory must
+// come out whole: every call that was not killed succeeds, and after the last DEL nothing is left.
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import {
+  buildOneConfig, cniEnv, createLab, findPlugin, inNs, REPO_ROOT, run, sleep, type Conflist, type Lab, type Pod, type RuntimeConf, type Snapshot,
+} from '../lab/index.ts';
+
+const cniPath = process.env.MARKROUTE_CNI_PATH?.split(':');
+
+function loadPtpConflist(lab: Lab): Conflist {
+  const list = JSON.parse(readFileSync(join(REPO_ROOT, 'conflists', '10-ptp-markroute.conflist'), 'utf8')) as Conflist;
+  const main = list.plugins[0]! as any;
+  main.ipam.dataDir = join(lab.dir, 'ipam');
+  main.ipam.ranges = [[{ subnet: lab.subnets.ptp }]];
+  const mr = list.plugins[1]!;
+  mr.stateDir = join(lab.dir, 'state');
+  mr.logFile = join(lab.dir, 'markroute.log');
+  return list;
+}
+
+const adds = (s: Snapshot) => s.ipset.split('\n').filter((l) => l.startsWith('add '));
+const fwmarkRules = (s: Snapshot) => (s.rules4 as any[]).filter((r) => r.fwmark !== undefined);
+const tableRoutes = (s: Snapshot, table: string) => (s.routes4 as any[]).filter((r) => r.table === table);
+const markChains = (save: string): string[] => [...save.matchAll(/^:(MARKROUTE-[0-9a-f]{8}) /gm)].map((m) => m[1]!);
+
+interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+describe('concurrent markroute operations (10-ptp-markroute.conflist)', () => {
+  let lab: Lab;
+  let list: Conflist;
+  let ptpOnly: Conflist;
+  let stateDir: string;
+  let bin: string;
+  let baseline: Snapshot;
+
+  const stateFiles = (sub = '') => (existsSync(join(stateDir, sub)) ? readdirSync(join(stateDir, sub)) : []);
+  const index = (dir = stateDir) => JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8'));
+
+  const runtimeConf = (pod: Pod, netns = pod.netnsPath): RuntimeConf => ({
+    containerId: pod.containerId,
+    netns,
+    ifname: pod.ifname,
+    args: [
+      ['K8S_POD_NAMESPACE', pod.k8s.namespace],
+      ['K8S_POD_NAME', pod.k8s.name],
+      ['K8S_POD_INFRA_CONTAINER_ID', pod.containerId],
+      ['K8S_POD_UID', pod.k8s.uid],
+      ['IgnoreUnknown', '1'],
+    ],
+    cniPath: lab.cniPath,
+    hostNs: lab.ns.node,
+  });
+
+  /** markroute's netconf for a pod as libcni builds it (prevResult: ptp's result; none when null). */
+  const netconf = (pod: Pod, prev: unknown = pod.result, l = list) => buildOneConfig(l, l.plugins[1]!, prev ?? undefined, runtimeConf(pod));
+
+  /** Starts markroute for a pod in the node namespace; the child is the plugin itself (ip netns exec execs). */
+  function start(cmd: 'ADD' | 'DEL', pod: Pod, prev?: unknown, l = list) {
+    const began = performance.now();
+    const argv = inNs(lab.ns.node, [bin]);
+    const child = spawn(argv[0]!, argv.slice(1), { env: cniEnv(cmd, runtimeConf(pod)), stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stdin.on('error', () => {});
+    child.stdin.end(JSON.stringify(netconf(pod, prev, l)));
+    const done = new Promise<Exit>((resolve) =>
+      child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, ms: performance.now() - began })),
+    );
+    return { child, done, desc: `${cmd} ${pod.name}` };
+  }
+
+  /** A pod with ptp attached (its result cached on the pod), markroute not yet run. */
+  async function preparePod(name: string): Promise<Pod> {
+    const pod = lab.createPodNs(name);
+    const add = await lab.cni('ADD', pod, { conflist: ptpOnly });
+    expect(add.ok, JSON.stringify(add.runs.map((r) => [r.code, r.rawStdout]))).toBe(true);
+    pod.conflist = list; // DEL through the whole list, as the runtime would
+    return pod;
+  }
+
+  async function removePods(pods: Pod[]): Promise<void> {
+    const dels = await Promise.all(pods.map((p) => lab.delPod(p)));
+    for (const d of dels) expect(d.ok, JSON.stringify(d.runs.map((r) => [r.type, r.code, r.rawStdout]))).toBe(true);
+  }
+
+  const expectNoMarkroute = (s: Snapshot) => {
+    expect(s.ipset).toBe('');
+    expect(fwmarkRules(s)).toEqual([]);
+    expect(tableRoutes(s, '100')).toEqual([]);
+    expect(markChains(s.iptables.nft4 + s.iptables.legacy4)).toEqual([]);
+    expect(s.rpFilter.eth0).toBe('1');
+    expect(stateFiles('attachments').filter((f) => f.endsWith('.json'))).toEqual([]);
+    expect(index()).toMatchObject({ dirty: false, holders: {}, objects: {} });
+  };
+
+  beforeAll(async () => {
+    lab = await createLab({ cniPath });
+    list = loadPtpConflist(lab);
+    ptpOnly = { ...list, plugins: [list.plugins[0]!] };
+    stateDir = list.plugins[1]!.stateDir as string;
+    bin = findPlugin('markroute', lab.cniPath)!;
+    baseline = lab.snapshot();
+  });
+
+  afterAll(async () => {
+    await lab?.destroy();
+  });
+
+  test('20 ADDs at once, then 20 DELs at once: all succeed, all 20 elements, then nothing left', async () => {
+    const pods = await Promise.all(Array.from({ length: 20 }, (_, i) => preparePod(`c${i}`)));
+    const added = await Promise.all(pods.map((p) => lab.invoke('ADD', netconf(p), p)));
+    for (const [i, r] of added.entries()) {
+      expect(r.code, `ADD ${pods[i]!.name}: ${r.rawStdout} ${r.stderr}`).toBe(0);
+      expect(r.stdout).toEqual(pods[i]!.result);
+    }
+    const s = lab.snapshot();
+    const elements = adds(s);
+    expect(elements).toHaveLength(20);
+    for (const p of pods) expect(elements).toContainEqual(expect.stringContaining(` ${p.ip4},${p.hostIf} comment "default/${p.name} `));
+    expect(fwmarkRules(s)).toHaveLength(1);
+    expect(tableRoutes(s, '100')).toHaveLength(1);
+    expect(markChains(s.iptables.nft4)).toHaveLength(1);
+    expect(s.iptables.nft4.split('\n').filter((l) => l.startsWith('-A PREROUTING -j MARKROUTE-'))).toHaveLength(1);
+    expect(s.rpFilter.eth0).toBe('2');
+    expect(stateFiles('attachments')).toHaveLength(20);
+    expect(index().dirty).toBe(false);
+    expect(Object.keys(index().holders)).toHaveLength(20);
+
+    const deleted = await Promise.all(pods.map((p) => lab.invoke('DEL', netconf(p), p)));
+    for (const [i, r] of deleted.entries()) {
+      expect(r.code, `DEL ${pods[i]!.name}: ${r.rawStdout} ${r.stderr}`).toBe(0);
+      expect(r.rawStdout).toBe('');
+    }
+    expectNoMarkroute(lab.snapshot());
+    expect([...stateFiles(), ...stateFiles('attachments')].filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    await removePods(pods); // ptp's DEL (markroute's second DEL is a no-op)
+    expect(lab.snapshot()).toEqual(baseline);
+  });
+
+  test('lock holders killed with SIGKILL mid-operation do not block the node, and the state heals', async () => {
+    // How long one uncontended ADD and DEL take end to end, to aim the kills inside the change.
+    const probe = await preparePod('k-probe');
+    const t0 = await start('ADD', probe).done;
+    const t1 = await start('DEL', probe).done;
+    expect([t0.code, t1.code]).toEqual([0, 0]);
+    const span = Math.max(t0.ms, t1.ms);
+
+    // One pod stays attached throughout, so the set exists when victims die: a kill of the first
+    // ADD on an empty node is the known bug the last test of this file pins down deterministically.
+    const anchor = await preparePod('k-anchor');
+    expect((await start('ADD', anchor).done).code).toBe(0);
+    const attached = new Set<Pod>([anchor]);
+    const all: Pod[] = [probe, anchor];
+    const killedPids = new Set<number>();
+    let n = 0;
+    const fresh = async () => {
+      const p = await preparePod(`k${n++}`);
+      all.push(p);
+      return p;
+    };
+    const kill = (o: ReturnType<typeof start>) => {
+      killedPids.add(o.child.pid!);
+      o.child.kill('SIGKILL');
+    };
+    /** Kills the process as soon as the index says a change is under way (between "dirty" and "clean"). */
+    const killWhenDirty = async (o: ReturnType<typeof start>, timeoutMs: number) => {
+      const until = performance.now() + timeoutMs;
+      while (o.child.exitCode === null && o.child.signalCode === null && performance.now() < until) {
+        let dirty = false;
+        try {
+          dirty = index().dirty === true;
+        } catch {
+          /* not written yet, or being replaced */
+        }
+        if (dirty) break;
+        await new Promise((r) => setImmediate(r));
+      }
+      kill(o);
+    };
+    const outcomes: { how: string; victim: string; killed: boolean; dirty: boolean }[] = [];
+
+    for (let round = 0; round < 12; round++) {
+      // a victim alone first, so what the kill left behind can be seen before anyone repairs it:
+      // even rounds kill it the moment its change starts, odd ones after a delay across its run
+      const addVictim = round % 4 !== 3 || attached.size < 2;
+      const victimPod = addVictim ? await fresh() : [...attached].find((p) => p !== anchor)!;
+      const victim = start(addVictim ? 'ADD' : 'DEL', victimPod);
+      const delay = Math.round(span * (0.2 + (0.6 * round) / 11));
+      if (round % 2 === 0) await killWhenDirty(victim, 2 * span);
+      else {
+        await sleep(delay);
+        kill(victim);
+      }
+      const v = await victim.done;
+      const dirty = existsSync(join(stateDir, 'index.json')) && index().dirty === true;
+      outcomes.push({ how: round % 2 === 0 ? 'on dirty' : `${delay} ms`, victim: victim.desc, killed: v.signal === 'SIGKILL', dirty });
+      if (v.signal !== 'SIGKILL') expect(v.code, `${victim.desc}: ${v.stdout}`).toBe(0);
+
+      // the next operations, started together while the victim's kill is fresh: the runtime's
+      // DEL after a failed ADD (no prevResult) or its retried DEL, other pods' ADDs and DELs
+      const others = [start('DEL', victimPod, null)];
+      const newcomer = await fresh();
+      others.push(start('ADD', newcomer));
+      const leaving = [...attached].find((p) => p !== victimPod && p !== anchor);
+      if (leaving) others.push(start('DEL', leaving));
+      // a second kill, among concurrent operations
+      const secondPod = await fresh();
+      const second = start('ADD', secondPod);
+      others.push(second);
+      await sleep(delay);
+      kill(second);
+      const results = await Promise.all(others.map((o) => o.done));
+      for (const [i, r] of results.entries()) {
+        if (others[i] === second && r.signal === 'SIGKILL') continue;
+        expect(r.code, `${others[i]!.desc} after killing ${victim.desc}: ${r.stdout} ${r.stderr}`).toBe(0);
+      }
+      attached.delete(victimPod);
+      if (leaving) attached.delete(leaving);
+      attached.add(newcomer);
+      if (results.at(-1)!.code === 0) attached.add(secondPod);
+
+      // healed: every attached pod passes CHECK, and the index is clean again
+      const check = await Promise.all([...attached].map((p) => lab.invoke('CHECK', netconf(p), p)));
+      for (const [i, c] of check.entries()) expect(c.code, `CHECK ${[...attached][i]!.name}: ${c.rawStdout}`).toBe(0);
+      expect(index().dirty).toBe(false);
+    }
+
+    const kills = outcomes.filter((o) => o.killed);
+    const midChange = outcomes.filter((o) => o.dirty);
+    console.info(`SIGKILL: ${kills.length}/${outcomes.length} victims killed while running, ${midChange.length} mid-change (index left dirty); span ${Math.round(span)} ms`);
+    expect(kills.length).toBeGreaterThan(0);
+    expect(midChange.length).toBeGreaterThanOrEqual(2); // the crash path was exercised
+
+    // every pod's DEL (runtime style, whole list) succeeds; afterwards nothing of markroute is left
+    await removePods(all.filter((p) => lab.pods.has(p.name)));
+    expectNoMarkroute(lab.snapshot());
+    expect(lab.snapshot()).toEqual(baseline);
+    // write-then-rename temp files: only a writer killed between the two may leave one behind
+    const tmp = [...stateFiles(), ...stateFiles('attachments')].filter((f) => f.endsWith('.tmp'));
+    for (const f of tmp) expect(killedPids, `${f} left by a process that was not killed`).toContain(Number(/\.(\d+)\.tmp$/.exec(f)?.[1]));
+    if (tmp.length) console.info(`temp files left by killed writers (never cleaned up): ${tmp.join(', ')}`);
+  });
+
+  // Known bug (reported): the first ADD on a node, killed after it marked the index dirty and
+  // before its record was written, leaves the set element it planned listed as installed while
+  // the set was never created. Every later operation on that state directory (DEL, ADD of any
+  // pod, `markroute status`, `markroute reconcile`) first reconciles, tries `ipset del` on the
+  // missing set, and fails with code 100: the node is wedged for good. The kill lands there
+  // deterministically: the record's write-then-rename temp file is made a FIFO, so the plugin
+  // blocks in open() exactly at that point and is killed there.
+  test('a first ADD killed between marking the index dirty and writing its record does not wedge the node', async () => {
+    const crashList = structuredClone(list);
+    const crashDir = join(lab.dir, 'state-crash');
+    crashList.plugins[1]!.stateDir = crashDir;
+    run(['mkdir', '-p', '-m', '700', join(crashDir, 'attachments')]);
+    const victim = await preparePod('fifo-victim');
+    const o = start('ADD', victim, undefined, crashList);
+    const fifo = join(crashDir, 'attachments', `${list.name}_${victim.containerId}_${victim.ifname}.json.${o.child.pid}.tmp`);
+    run(['mkfifo', '-m', '600', fifo]);
+    const until = performance.now() + 5000;
+    const dirty = () => existsSync(join(crashDir, 'index.json')) && index(crashDir).dirty === true;
+    while (!dirty() && o.child.exitCode === null && performance.now() < until) await sleep(2);
+    await sleep(20); // it is now blocked opening the FIFO
+    expect(o.child.exitCode).toBeNull();
+    o.child.kill('SIGKILL');
+    expect((await o.done).signal).toBe('SIGKILL');
+    unlinkSync(fifo); // ours, not the plugin's
+    expect(index(crashDir).dirty).toBe(true);
+    expect(lab.snapshot().ipset).toBe(''); // nothing reached the kernel
+
+    // the runtime's DEL after the failed ADD (no prevResult), then other pods, then the CLI
+    const del = await start('DEL', victim, null, crashList).done;
+    const other = await preparePod('fifo-other');
+    const add = await start('ADD', other, undefined, crashList).done;
+    const status = lab.exec(lab.ns.node, [bin, 'status', '--state-dir', crashDir], { check: false });
+    expect({
+      delAfterFailedAdd: [del.code, del.stdout],
+      addOfAnotherPod: [add.code, add.stdout],
+      status: [status.code, status.stderr],
+    }).toEqual({ delAfterFailedAdd: [0, ''], addOfAnotherPod: [0, JSON.stringify(other.result) + '\n'], status: [0, ''] });
+    const delOther = await start('DEL', other, undefined, crashList).done;
+    expect(delOther.code).toBe(0);
+    await removePods([victim, other].map((p) => ({ ...p, conflist: crashList })));
+    expect(index(crashDir)).toMatchObject({ dirty: false, holders: {}, objects: {} });
+    expect(lab.snapshot()).toEqual(baseline);
+  });
+});
