@@ -268,6 +268,25 @@ describe('markroute lifecycle (10-ptp-markroute.conflist)', () => {
     expectClean();
   });
 
+  // Known bug (reported): removing a set element whose set is gone fails DEL with code 100
+  // ("The set with the given name does not exist"); libcni then stops the chain and ptp keeps
+  // the pod's IP until a retry. Design §1: DEL never fails for a missing thing.
+  test('DEL succeeds when the chain was flushed and the set destroyed behind markroute\'s back', async () => {
+    const p = await lab.addPod('noset', list);
+    const s = lab.snapshot();
+    const chain = markChains(s.iptables.nft4)[0]!;
+    const set = adds(s)[0]!.split(' ')[1]!;
+    lab.exec(lab.ns.node, ['iptables-nft', '-t', 'mangle', '-F', chain]); // e.g. a firewall reload
+    lab.exec(lab.ns.node, ['ipset', 'destroy', set]);
+    const del = await lab.delPod(p, { keepNs: true });
+    expect(del.runs.map((r) => [r.type, r.code, r.rawStdout])).toEqual([
+      ['markroute', 0, ''],
+      ['ptp', 0, ''],
+    ]);
+    lab.removePodNs(p);
+    expectClean();
+  });
+
   test('GC with cni.dev/valid-attachments listing one of two pods removes the other\'s element and keeps the shared objects', async () => {
     const keep = await lab.addPod('gckeep', list);
     const gone = await lab.addPod('gcgone', list);
