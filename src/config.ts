@@ -32,7 +32,7 @@ const prevResultSchema = z.looseObject({
     sandbox: z.optional(z.string()),
   }))), []),
   ips: z._default(z.optional(z.array(z.looseObject({
-    address: z.string().check(z.refine((s) => { try { parseCidr(s); return true; } catch { return false; } }, "must be an address with prefix such as 10.244.0.5/24")),
+    address: z.string().check(z.refine((s) => { try { return s.includes("/") && !!parseCidr(s); } catch { return false; } }, "must be an address with prefix such as 10.244.0.5/24")),
     interface: z.optional(z.number().check(z.int(), z.minimum(0))),
   }))), []),
 });

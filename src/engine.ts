@@ -15,6 +15,8 @@ export interface ChangeSummary {
   installed: string[];
   removed: string[];
   recovered: boolean;
+  /** Why healing a predecessor's leftovers failed, when it did. */
+  recoveryError?: string;
   lockWaitMs: number;
 }
 
@@ -30,6 +32,8 @@ export const linuxKernel: Kernel = { apply: applyChange, drift: driftOf };
 
 export class Transaction {
   readonly summary: ChangeSummary;
+  /** Recovery failed: the index stays dirty so that the next operation tries again. */
+  private unhealed = false;
 
   constructor(
     readonly store: StateStorage,
@@ -92,7 +96,7 @@ export class Transaction {
     for (const k of removeKeys) delete this.index.objects[k];
     afterKernel?.();
     if (Object.keys(this.index.holders).length === 0) delete this.index.facts;
-    this.index.dirty = false;
+    this.index.dirty = this.unhealed;
     this.store.writeIndex(this.index);
     this.summary.installed.push(...install.map(objectKey));
     this.summary.removed.push(...removeKeys);
@@ -120,7 +124,24 @@ export class Transaction {
     this.markDirty(install);
     // The record is written before the kernel changes, so whatever gets installed is traceable.
     this.store.writeRecord({ ...plan, version: STATE_VERSION, createdAt: new Date().toISOString() });
-    this.applyAndClean(install, removeKeys);
+    try {
+      this.applyAndClean(install, removeKeys);
+    } catch (err) {
+      this.rollBack(plan.id);
+      throw err;
+    }
+  }
+
+  /**
+   * A refused ADD takes back what it got installed, so a failed ADD changes nothing. If even that
+   * fails, the record and the dirty index stay: the runtime's DEL, or the next operation, finishes it.
+   */
+  private rollBack(id: string): void {
+    try {
+      this.remove(id);
+    } catch {
+      // left for the DEL that follows a failed ADD
+    }
   }
 
   /** Removes the attachment's objects that no other attachment holds. False when there was nothing to remove. */
@@ -133,6 +154,19 @@ export class Transaction {
     this.markDirty(reinstate);
     this.applyAndClean(reinstate, removeKeys, () => this.store.deleteRecord(id));
     return true;
+  }
+
+  /**
+   * Heals what a dead predecessor left. Its failure must not block this operation (a DEL must still
+   * be able to remove its own attachment); the index then stays dirty and the next operation retries.
+   */
+  recover(): void {
+    try {
+      this.reconcile();
+    } catch (err) {
+      this.unhealed = true;
+      this.summary.recoveryError = (err as Error).message;
+    }
   }
 
   /** Re-applies every recorded attachment and removes what no record needs: the answer to any doubt. */
@@ -172,7 +206,7 @@ export async function withState<T>(stateDir: string, fn: (tx: Transaction) => T)
     const index = found && found.kernel === kernel ? found : emptyIndex(kernel);
     const recover = !healthy && (found !== undefined || store.listRecords().length > 0);
     const tx = new Transaction(store, linuxKernel, index, lock.waitedMs, recover);
-    if (recover) tx.reconcile();
+    if (recover) tx.recover();
     return fn(tx);
   } finally {
     await lock.release();

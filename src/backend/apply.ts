@@ -75,7 +75,17 @@ export function applyChange(install: KernelObject[], remove: Removal[]): Map<str
   const view = new KernelView();
   const removed = remove.map((r) => r.object);
 
-  restoreSets(ofKind(install, "ipset"), ofKind(install, "element"), ofKind(removed, "element"));
+  // Elements of a set that goes anyway need no del; a del from a set that is already gone (a crash
+  // before the set was made) is as good as done.
+  const setsOut = ofKind(removed, "ipset");
+  const dels = ofKind(removed, "element").filter((e) => !setsOut.some((s) => s.name === e.set));
+  try {
+    restoreSets(ofKind(install, "ipset"), ofKind(install, "element"), dels);
+  } catch (err) {
+    if (!(err instanceof CniError && /set with the given name does not exist/.test(err.message))) throw err;
+    const existing = view.setNames();
+    restoreSets(ofKind(install, "ipset"), ofKind(install, "element"), dels.filter((e) => existing.has(e.set)));
+  }
 
   const chainsIn = ofKind(install, "markChain");
   const chainsOut = ofKind(removed, "markChain");
@@ -86,7 +96,6 @@ export function applyChange(install: KernelObject[], remove: Removal[]): Map<str
     restoreChains(Number(family) as Family, variant, chainsIn.filter(match), chainsOut.filter(match), view.mangleOf(Number(family) as Family, variant));
   }
 
-  const setsOut = ofKind(removed, "ipset");
   if (setsOut.length) destroySets(setsOut, view.setNames());
 
   const routing = [...ofKind(install, "rule"), ...ofKind(install, "suppressRule"), ...ofKind(install, "route"),

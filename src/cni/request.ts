@@ -72,10 +72,27 @@ export function readStdin(fd = 0): string {
   return Buffer.concat(chunks).toString("utf8");
 }
 
+// Far deeper than any netconf; deeper values would overflow the stack when the result is printed.
+const MAX_DEPTH = 64;
+
+function depthOf(value: unknown): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== "object" || v === null) continue;
+    deepest = Math.max(deepest, depth);
+    if (deepest > MAX_DEPTH) break;
+    for (const child of Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return deepest;
+}
+
 export function decodeNetconf(text: string): unknown {
   try {
     const value: unknown = JSON.parse(text);
     if (typeof value !== "object" || value === null || Array.isArray(value)) throw new Error("not a JSON object");
+    if (depthOf(value) > MAX_DEPTH) throw new Error(`nested deeper than ${MAX_DEPTH} levels`);
     return value;
   } catch (err) {
     throw new CniError(ErrorCode.decodeFailure, `cannot decode the netconf on stdin: ${(err as Error).message}`);

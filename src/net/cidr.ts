@@ -41,9 +41,9 @@ function fromWords(groups: number[], family: Family): string {
     i = j;
   }
   const hex = groups.map((g) => g.toString(16));
-  // As glibc's inet_ntop (and so ip6tables-save, ip): IPv4-mapped and -compatible addresses end dotted.
+  // As inet_ntop (and so ip6tables-save, ip): IPv4-mapped and -compatible addresses end dotted.
   const g6 = groups[6]!, g7 = groups[7]!;
-  if (best.start === 0 && (best.len === 6 || (best.len === 7 && g7 !== 1) || (best.len === 5 && groups[5] === 0xffff))) {
+  if (best.start === 0 && (best.len === 6 || (best.len === 5 && groups[5] === 0xffff))) {
     const v4 = `${g6 >> 8}.${g6 & 0xff}.${g7 >> 8}.${g7 & 0xff}`;
     return best.len === 5 ? `::ffff:${v4}` : `::${v4}`;
   }

@@ -10,12 +10,13 @@ import { MemoryStore, emptyIndex, type StateIndex } from "../../src/state/store.
 class FakeKernel implements Kernel {
   readonly installed = new Map<string, KernelObject>();
   rpFilter = 1;
-  failNextApply = false;
+  /** How many of the next apply calls throw, as a kernel tool refusing a change would. */
+  failingApplies = 0;
 
   apply(install: KernelObject[], remove: Removal[]): Map<string, number> {
-    if (this.failNextApply) {
-      this.failNextApply = false;
-      throw new Error("simulated crash inside the kernel change");
+    if (this.failingApplies > 0) {
+      this.failingApplies--;
+      throw new Error("simulated kernel refusal");
     }
     const previous = new Map<string, number>();
     for (const o of install) {
@@ -146,16 +147,26 @@ describe("engine: reference counting", () => {
 });
 
 describe("engine: crashes", () => {
-  it("a crash mid-ADD leaves a dirty index and the record; reconcile converges", () => {
+  it("a refused ADD is rolled back: the pod leaves nothing, the other pods keep theirs", () => {
     const { kernel, tx, store } = fixture();
     tx().add(planFor(2));
-    kernel.failNextApply = true;
-    expect(() => tx().add(planFor(3))).toThrow(/simulated crash/);
+    const before = [...kernel.installed.keys()];
+    kernel.failingApplies = 1;
+    expect(() => tx().add(planFor(3))).toThrow(/simulated kernel refusal/);
+    expect([...kernel.installed.keys()]).toEqual(before);
+    expect(store.readRecord(planFor(3).id)).toBeUndefined();
+    expect(store.readIndex()).toMatchObject({ dirty: false, holders: { [planFor(2).id]: expect.any(Array) } });
+  });
+
+  it("an ADD whose change and rollback both fail (as if killed) leaves a record and a dirty index; reconcile converges", () => {
+    const { kernel, tx, store } = fixture();
+    tx().add(planFor(2));
+    kernel.failingApplies = 2;
+    expect(() => tx().add(planFor(3))).toThrow(/simulated kernel refusal/);
     expect(store.readIndex()!.dirty).toBe(true);
     expect(store.readRecord(planFor(3).id)).toBeDefined();
 
-    const healer = tx();
-    healer.reconcile();
+    tx().reconcile();
     expect(store.readIndex()!.dirty).toBe(false);
     expect(kernel.installed.has(`element/${setOf(planFor(3))}/10.244.0.3,veth3`)).toBe(true);
     // The runtime answers a failed ADD with DEL: everything goes.
@@ -164,11 +175,30 @@ describe("engine: crashes", () => {
     expect(kernel.installed.size).toBe(0);
   });
 
+  it("recovery that fails does not block a DEL, and the index stays dirty for the next operation", () => {
+    const { kernel, tx, store } = fixture();
+    tx().add(planFor(2));
+    tx().add(planFor(3));
+    kernel.failingApplies = 2;
+    expect(() => tx().add(planFor(4))).toThrow(/simulated kernel refusal/);
+    kernel.failingApplies = 1; // the recovery's re-apply fails again
+    const del = tx();
+    del.recover();
+    expect(del.summary.recoveryError).toMatch(/simulated kernel refusal/);
+    expect(del.remove(planFor(4).id)).toBe(true);
+    expect(store.readRecord(planFor(4).id)).toBeUndefined();
+    expect(store.readIndex()!.dirty).toBe(true);
+    const next = tx();
+    next.recover();
+    expect(next.summary.recoveryError).toBeUndefined();
+    expect(store.readIndex()!.dirty).toBe(false);
+  });
+
   it("a crash mid-DEL of the last pod is finished by reconcile: nothing left", () => {
     const { kernel, tx, store } = fixture();
     tx().add(planFor(2));
-    kernel.failNextApply = true;
-    expect(() => tx().remove(planFor(2).id)).toThrow(/simulated crash/);
+    kernel.failingApplies = 1;
+    expect(() => tx().remove(planFor(2).id)).toThrow(/simulated kernel refusal/);
     expect(store.readIndex()!.dirty).toBe(true);
     tx().reconcile();
     // The record was still there, so reconcile re-installs; the runtime's retried DEL then removes.
