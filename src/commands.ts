@@ -70,7 +70,7 @@ export async function add(config: Config, req: CniRequest): Promise<Outcome> {
     return tx.summary;
   });
   return {
-    result: resultInVersion(config.prevResult!, config.cniVersion),
+    result: resultInVersion(config.prevResultAsSent!, config.cniVersion),
     summary,
     ...(hostMatch.topology === "bridged" ? { warning: BRIDGED_WARNING } : {}),
   };

@@ -103,6 +103,8 @@ export interface Config {
   logFile: string;
   logLevel: string;
   prevResult?: PrevResult;
+  /** prevResult exactly as the runtime sent it: ADD prints it back unchanged but for the version. */
+  prevResultAsSent?: Record<string, unknown>;
   runtimeConfig?: Record<string, unknown>;
   /** GC: the attachments the runtime still has, when it said so. */
   validAttachments?: { containerID: string; ifname: string }[];
@@ -156,6 +158,7 @@ export function parseConfig(raw: unknown): Config {
     logFile: c.logFile,
     logLevel: c.logLevel,
     prevResult: c.prevResult,
+    prevResultAsSent: (raw as { prevResult?: Record<string, unknown> }).prevResult,
     runtimeConfig: c.runtimeConfig,
     validAttachments: c["cni.dev/valid-attachments"] ?? c["cni.dev/attachments"],
   };

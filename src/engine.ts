@@ -112,7 +112,8 @@ export class Transaction {
     const released = (this.index.holders[plan.id] ?? []).filter((k) => !keys.includes(k));
     const install = plan.objects.filter((o) => {
       const known = this.index.objects[objectKey(o)];
-      if (!known || o.kind === "element") return true;
+      // After a failed recovery the index may list objects that are not there: install them all.
+      if (!known || o.kind === "element" || this.unhealed) return true;
       if (sameObject(known.object, o)) return false;
       // The conflist changed under pods that hold this object: remember to look at them on release.
       if (this.heldByOthers(objectKey(o), plan.id)) known.mixed = true;

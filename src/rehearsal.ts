@@ -38,7 +38,7 @@ export function rehearse(): void {
       uplinks: { 4: { dev: "eth0", gateway: "10.224.0.1" } },
     });
     JSON.parse(JSON.stringify({ plan, keys: plan.objects.map(objectKey) }));
-    JSON.stringify(resultInVersion(config.prevResult!, config.cniVersion));
+    JSON.stringify(resultInVersion(config.prevResultAsSent!, config.cniVersion));
     if (command === "ADD") tx.add(plan);
     else tx.remove(plan.id);
   }

@@ -1,6 +1,6 @@
 // Routing objects, whatever marks the packets: ip rules, the policy table's default route, rp_filter.
 import { readFileSync, writeFileSync } from "node:fs";
-import { mustRun } from "../kernel/exec.js";
+import { mustRun, runTool, toolFailure } from "../kernel/exec.js";
 import type { Family } from "../net/cidr.js";
 import type { PolicyRoute, PolicyRule, SuppressRule, Uplink } from "../plan.js";
 
@@ -11,7 +11,14 @@ const ipJson = <T>(family: Family, args: string[]): T[] =>
   JSON.parse(mustRun(["ip", "-j", `-${family}`, ...args]) || "[]") as T[];
 
 export const readRules = (family: Family) => ipJson<IpRuleEntry>(family, ["rule", "show"]);
-export const readTableRoutes = (family: Family, table: number) => ipJson<IpRouteEntry>(family, ["route", "show", "table", String(table)]);
+/** The routes of a policy table; a table the kernel never had (or dropped with its last route) is empty. */
+export function readTableRoutes(family: Family, table: number): IpRouteEntry[] {
+  const argv = ["ip", "-j", `-${family}`, "route", "show", "table", String(table)];
+  const out = runTool(argv);
+  if (out.status !== 0 && /FIB table does not exist/.test(out.stderr)) return [];
+  if (out.status !== 0) throw toolFailure(argv, out);
+  return JSON.parse(out.stdout || "[]") as IpRouteEntry[];
+}
 
 const hex = (n: number) => `0x${n.toString(16)}`;
 // `ip -j rule` prints the table by name for the kernel's own (main) and by number otherwise.

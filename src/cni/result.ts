@@ -1,11 +1,18 @@
 // The CNI edge, outbound: results and errors on stdout in the netconf's version.
-import type { PrevResult } from "../config.js";
 import { familyOf } from "../net/cidr.js";
 
-/** prevResult re-printed in `cniVersion`: 0.3.x/0.4.0 carry `ips[].version`, 1.x does not. */
-export function resultInVersion(prev: PrevResult, cniVersion: string): object {
+type Json = Record<string, unknown>;
+
+/**
+ * prevResult re-printed in `cniVersion`, otherwise as the previous plugin sent it (fields, order):
+ * 0.3.x/0.4.0 results carry `ips[].version`, 1.x results do not.
+ */
+export function resultInVersion(prev: Json, cniVersion: string): Json {
   const legacy = cniVersion.startsWith("0.");
-  const ips = prev.ips.map(({ version: _omit, ...ip }) =>
-    legacy ? { version: String(familyOf(ip.address.split("/")[0] ?? "") ?? 4), ...ip } : ip);
+  const ips = ((prev.ips as Json[] | undefined) ?? []).map(({ version, ...ip }) => {
+    if (!legacy) return ip;
+    const family = familyOf(String(ip.address ?? "").split("/")[0] ?? "");
+    return { version: family ? String(family) : version, ...ip };
+  });
   return { ...prev, cniVersion, ips };
 }

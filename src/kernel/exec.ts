@@ -21,16 +21,19 @@ export function runTool(argv: readonly string[], input?: string): ToolOutput {
   return { status: res.status ?? 128, stdout: res.stdout, stderr: res.stderr };
 }
 
-/** Runs a tool that must succeed; its failure becomes a CNI error carrying the tool's own words and the batch it was fed. */
+/** A tool's failure as a CNI error carrying the tool's own words and the batch it was fed. */
+export function toolFailure(argv: readonly string[], out: ToolOutput, input?: string): CniError {
+  const busy = /xtables lock|Another app is currently holding/i.test(out.stderr);
+  return new CniError(
+    busy ? ErrorCode.tryAgainLater : ErrorCode.kernelOperation,
+    `${argv.join(" ")} failed (exit ${out.status}): ${out.stderr.trim() || out.stdout.trim()}`,
+    input ?? "",
+  );
+}
+
+/** Runs a tool that must succeed, and returns its stdout. */
 export function mustRun(argv: readonly string[], input?: string): string {
   const out = runTool(argv, input);
-  if (out.status !== 0) {
-    const busy = /xtables lock|Another app is currently holding/i.test(out.stderr);
-    throw new CniError(
-      busy ? ErrorCode.tryAgainLater : ErrorCode.kernelOperation,
-      `${argv.join(" ")} failed (exit ${out.status}): ${out.stderr.trim() || out.stdout.trim()}`,
-      input ?? "",
-    );
-  }
+  if (out.status !== 0) throw toolFailure(argv, out, input);
   return out.stdout;
 }

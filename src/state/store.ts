@@ -1,6 +1,6 @@
 // The state directory: one record per attachment (the truth), and an index (a cache of what the
 // records add up to, so an operation reads one file instead of every pod's).
-import { closeSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, constants, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CniError, ErrorCode } from "../cni/errors.js";
 import type { AttachmentPlan, KernelObject, NodeFacts } from "../plan.js";
@@ -129,6 +129,15 @@ export class StateStore implements StateStorage {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
       storeError(`cannot list ${this.recordsDir}`, err);
     }
+    // A writer killed between write and rename leaves its temporary file; we hold the lock, so it is
+    // dead. Best effort: what cannot go (not a file) makes the next write of that record fail loudly.
+    for (const n of names.filter((n) => n.endsWith(".tmp"))) {
+      try {
+        rmSync(join(this.recordsDir, n), { force: true });
+      } catch {
+        // see above
+      }
+    }
     return names
       .filter((n) => n.endsWith(".json"))
       .map((n) => this.readRecord(n.slice(0, -".json".length)))
@@ -161,9 +170,12 @@ function readJson<T>(path: string): T | undefined {
  * gone too (the index records the boot it describes, so a new boot reconciles).
  */
 function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.${process.pid}.tmp`;
+  // One name per file is enough: writers hold the lock. A leftover from a killed writer is
+  // replaced, never followed (O_EXCL | O_NOFOLLOW after the unlink).
+  const tmp = `${path}.tmp`;
   try {
-    const fd = openSync(tmp, "w", 0o600);
+    rmSync(tmp, { force: true });
+    const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     try {
       writeSync(fd, text);
     } finally {
