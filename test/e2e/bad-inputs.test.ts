@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { findPlugin, nsExec, REPO_ROOT, removeNamespace, run, snapshot, sweepStaleLabs, sysctl } from '../lab/index.ts';
+import { createNodeNamespace, findPlugin, nsExec, REPO_ROOT, removeNamespace, run, snapshot, sweepStaleLabs } from '../lab/index.ts';
 
 const SUPPORTED = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
 const cniPath = process.env.MARKROUTE_CNI_PATH?.split(':') ?? [join(REPO_ROOT, 'dist')];
@@ -291,19 +291,7 @@ beforeAll(() => {
   expect(bin && existsSync(bin), `markroute not found in ${cniPath.join(':')}: run npm run build`).toBeTruthy();
   sweepStaleLabs();
   dir = mkdtempSync(join(tmpdir(), `${NS}-`));
-  run(['ip', 'netns', 'add', NS]);
-  sysctl(NS, {
-    'net.ipv4.conf.all.rp_filter': 1,
-    'net.ipv4.conf.default.rp_filter': 1,
-    'net.ipv6.conf.all.accept_dad': 0,
-    'net.ipv6.conf.default.accept_dad': 0,
-  });
-  nsExec(NS, ['ip', 'link', 'set', 'lo', 'up']);
-  nsExec(NS, ['ip', 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p']);
-  nsExec(NS, ['ip', 'addr', 'add', '10.224.0.10/24', 'dev', 'eth0']);
-  nsExec(NS, ['ip', 'link', 'set', 'eth0', 'up']);
-  nsExec(NS, ['ip', 'link', 'set', 'eth0p', 'up']);
-  nsExec(NS, ['ip', 'route', 'add', 'default', 'via', '10.224.0.1', 'dev', 'eth0']);
+  createNodeNamespace(NS);
   nsExec(NS, ['ip', 'link', 'add', HOST_VETH, 'type', 'veth', 'peer', 'name', `${HOST_VETH}p`]);
 });
 

@@ -6,26 +6,11 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
-  buildOneConfig, cniEnv, createLab, findPlugin, inNs, REPO_ROOT, run, sleep, type Conflist, type Lab, type Pod, type RuntimeConf, type Snapshot,
+  buildOneConfig, cniArgs, cniEnv, createLab, findPlugin, fwmarkRules, inNs, ipsetAdds, loadPtpConflist, markChains, run, sleep, tableRoutes,
+  type Conflist, type Lab, type Pod, type RuntimeConf, type Snapshot,
 } from '../lab/index.ts';
 
 const cniPath = process.env.MARKROUTE_CNI_PATH?.split(':');
-
-function loadPtpConflist(lab: Lab): Conflist {
-  const list = JSON.parse(readFileSync(join(REPO_ROOT, 'conflists', '10-ptp-markroute.conflist'), 'utf8')) as Conflist;
-  const main = list.plugins[0]! as any;
-  main.ipam.dataDir = join(lab.dir, 'ipam');
-  main.ipam.ranges = [[{ subnet: lab.subnets.ptp }]];
-  const mr = list.plugins[1]!;
-  mr.stateDir = join(lab.dir, 'state');
-  mr.logFile = join(lab.dir, 'markroute.log');
-  return list;
-}
-
-const adds = (s: Snapshot) => s.ipset.split('\n').filter((l) => l.startsWith('add '));
-const fwmarkRules = (s: Snapshot) => (s.rules4 as any[]).filter((r) => r.fwmark !== undefined);
-const tableRoutes = (s: Snapshot, table: string) => (s.routes4 as any[]).filter((r) => r.table === table);
-const markChains = (save: string): string[] => [...save.matchAll(/^:(MARKROUTE-[0-9a-f]{8}) /gm)].map((m) => m[1]!);
 
 interface Exit {
   code: number | null;
@@ -50,13 +35,7 @@ describe('concurrent markroute operations (10-ptp-markroute.conflist)', () => {
     containerId: pod.containerId,
     netns,
     ifname: pod.ifname,
-    args: [
-      ['K8S_POD_NAMESPACE', pod.k8s.namespace],
-      ['K8S_POD_NAME', pod.k8s.name],
-      ['K8S_POD_INFRA_CONTAINER_ID', pod.containerId],
-      ['K8S_POD_UID', pod.k8s.uid],
-      ['IgnoreUnknown', '1'],
-    ],
+    args: cniArgs(pod),
     cniPath: lab.cniPath,
     hostNs: lab.ns.node,
   });
@@ -126,7 +105,7 @@ describe('concurrent markroute operations (10-ptp-markroute.conflist)', () => {
       expect(r.stdout).toEqual(pods[i]!.result);
     }
     const s = lab.snapshot();
-    const elements = adds(s);
+    const elements = ipsetAdds(s);
     expect(elements).toHaveLength(20);
     for (const p of pods) expect(elements).toContainEqual(expect.stringContaining(` ${p.ip4},${p.hostIf} comment "default/${p.name} `));
     expect(fwmarkRules(s)).toHaveLength(1);

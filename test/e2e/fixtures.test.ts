@@ -10,7 +10,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { findPlugin, nsExec, REPO_ROOT, removeNamespace, run, snapshot, sweepStaleLabs, sysctl, type Snapshot } from '../lab/index.ts';
+import {
+  createNodeNamespace, findPlugin, fwmarkRules, ipsetAdds, nsExec, REPO_ROOT, removeNamespace, run, snapshot, sweepStaleLabs, tableRoutes, type Snapshot,
+} from '../lab/index.ts';
 import { setName } from '../../src/plan.ts';
 
 const FIXTURES = resolve(REPO_ROOT, '..', 'shared', 'fixtures', 'runtime-calls');
@@ -91,9 +93,6 @@ const records = (stateDir: string): string[] => {
     return [];
   }
 };
-const ipsetAdds = (s: Snapshot) => s.ipset.split('\n').filter((l) => l.startsWith('add '));
-const fwmarkRules = (s: Snapshot) => (s.rules4 as any[]).filter((r) => r.fwmark !== undefined);
-const table100 = (s: Snapshot) => (s.routes4 as any[]).filter((r) => r.table === '100');
 
 /** prevResult as libcni hands it to a plugin whose netconf says `version`. */
 function prevResultIn(prev: Record<string, any>, version: string): Record<string, any> {
@@ -109,19 +108,7 @@ let baseline: Snapshot;
 
 /** The node: an uplink with a default route, and the bridges and host veths the prevResults name. */
 function buildNode(): void {
-  run(['ip', 'netns', 'add', NS]);
-  sysctl(NS, {
-    'net.ipv4.conf.all.rp_filter': 1,
-    'net.ipv4.conf.default.rp_filter': 1,
-    'net.ipv6.conf.all.accept_dad': 0,
-    'net.ipv6.conf.default.accept_dad': 0,
-  });
-  nsExec(NS, ['ip', 'link', 'set', 'lo', 'up']);
-  nsExec(NS, ['ip', 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p']);
-  nsExec(NS, ['ip', 'addr', 'add', '10.224.0.10/24', 'dev', 'eth0']);
-  nsExec(NS, ['ip', 'link', 'set', 'eth0', 'up']);
-  nsExec(NS, ['ip', 'link', 'set', 'eth0p', 'up']);
-  nsExec(NS, ['ip', 'route', 'add', 'default', 'via', '10.224.0.1', 'dev', 'eth0']);
+  createNodeNamespace(NS);
 
   // The bridge plugin lists the bridge, then the host veth, then the container's interface.
   const made = new Set<string>();
@@ -207,7 +194,7 @@ describe('containerd 1.6 (CRI)', () => {
     // bridged: the bridge and the pod's source address, named after the pod from CNI_ARGS
     expect(ipsetAdds(s)).toEqual([`add ${setName('spynet', 4)} 10.88.77.47,cni-spy0 comment "team-a/web-1 ${cid.slice(0, 12)} eth0"`]);
     expect(fwmarkRules(s)).toEqual([{ priority: 32765, src: 'all', fwmark: '0x10', fwmask: '0x10', table: '100' }]);
-    expect(table100(s)).toEqual([{ dst: 'default', gateway: '10.224.0.1', dev: 'eth0', table: '100', flags: [] }]);
+    expect(tableRoutes(s, '100')).toEqual([{ dst: 'default', gateway: '10.224.0.1', dev: 'eth0', table: '100', flags: [] }]);
     expect(s.rpFilter.eth0).toBe('2');
     expect(records(where.stateDir)).toEqual([`spynet_${cid}_eth0.json`]);
     const log = readFileSync(where.logFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -309,7 +296,7 @@ describe('podman 4.3 (CNI backend)', () => {
     const s = snapshot(NS);
     expect(ipsetAdds(s)).toEqual([element()]);
     expect(fwmarkRules(s)).toHaveLength(1);
-    expect(table100(s)).toHaveLength(1);
+    expect(tableRoutes(s, '100')).toHaveLength(1);
     expect(records(where.stateDir)).toEqual([`spypod_${cid}_eth0.json`]);
 
     // stop

@@ -2,28 +2,16 @@
 // a conflist changed between ADD and DEL, ref-counted shared objects, CHECK and the CLI's
 // status/reconcile after someone else's change, and GC. One lab; every test leaves the node as
 // it found it (snapshot equality), so the tests are independent.
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { buildOneConfig, createLab, FABRIC_IP, findPlugin, NODE_IP, REPO_ROOT, type Conflist, type Lab, type Pod, type Snapshot } from '../lab/index.ts';
+import {
+  buildOneConfig, createLab, FABRIC_IP, findPlugin, fwmarkRules, ipsetAdds, loadPtpConflist, markChains, NODE_IP, tableRoutes,
+  type Conflist, type Lab, type Pod, type Snapshot,
+} from '../lab/index.ts';
 
 const cniPath = process.env.MARKROUTE_CNI_PATH?.split(':');
 
-function loadPtpConflist(lab: Lab): Conflist {
-  const list = JSON.parse(readFileSync(join(REPO_ROOT, 'conflists', '10-ptp-markroute.conflist'), 'utf8')) as Conflist;
-  const main = list.plugins[0]! as any;
-  main.ipam.dataDir = join(lab.dir, 'ipam');
-  main.ipam.ranges = [[{ subnet: lab.subnets.ptp }]];
-  const mr = list.plugins[1]!;
-  mr.stateDir = join(lab.dir, 'state');
-  mr.logFile = join(lab.dir, 'markroute.log');
-  return list;
-}
-
-const adds = (s: Snapshot) => s.ipset.split('\n').filter((l) => l.startsWith('add '));
-const fwmarkRules = (s: Snapshot) => (s.rules4 as any[]).filter((r) => r.fwmark !== undefined);
-const tableRoutes = (s: Snapshot, table: string) => (s.routes4 as any[]).filter((r) => r.table === table);
-const markChains = (save: string): string[] => [...save.matchAll(/^:(MARKROUTE-[0-9a-f]{8}) /gm)].map((m) => m[1]!);
 const jumps = (save: string) => save.split('\n').filter((l) => /^-A PREROUTING -j MARKROUTE-/.test(l));
 const markRules = (save: string) => save.split('\n').filter((l) => l.startsWith('-A MARKROUTE-') && l.includes('-j MARK --set-xmark'));
 const elementOf = (p: Pod) => `${p.ip4},${p.hostIf}`;
@@ -76,7 +64,7 @@ describe('markroute lifecycle (10-ptp-markroute.conflist)', () => {
 
   test('DEL twice succeeds with empty stdout; then containerd\'s RemovePodSandbox DEL (no netns, no prevResult) succeeds too', async () => {
     const p = await lab.addPod('twice', list);
-    expect(adds(lab.snapshot())).toHaveLength(1);
+    expect(ipsetAdds(lab.snapshot())).toHaveLength(1);
     const first = await lab.delPod(p, { keepNs: true });
     ok(first);
     expect(first.runs[0]!.type).toBe('markroute');
@@ -99,7 +87,7 @@ describe('markroute lifecycle (10-ptp-markroute.conflist)', () => {
     ok(del);
     expect(del.runs[0]!.stdin).not.toHaveProperty('prevResult');
     const s = lab.snapshot();
-    expect(adds(s)).toEqual([]);
+    expect(ipsetAdds(s)).toEqual([]);
     expect(s.ipset).toBe('');
     expect(fwmarkRules(s)).toEqual([]);
     expect(tableRoutes(s, '100')).toEqual([]);
@@ -121,7 +109,7 @@ describe('markroute lifecycle (10-ptp-markroute.conflist)', () => {
     }
     const twice = lab.snapshot();
     expect(twice).toEqual(once);
-    expect(adds(twice)).toHaveLength(2);
+    expect(ipsetAdds(twice)).toHaveLength(2);
     expect(jumps(twice.iptables.nft4)).toHaveLength(1);
     expect(markRules(twice.iptables.nft4)).toHaveLength(1);
     expect(fwmarkRules(twice)).toHaveLength(1);
@@ -141,7 +129,7 @@ describe('markroute lifecycle (10-ptp-markroute.conflist)', () => {
     expect(fwmarkRules(s).map((r) => r.table).sort()).toEqual(['100', '200']);
     expect(tableRoutes(s, '100')).toEqual([expect.objectContaining({ dst: 'default', gateway: FABRIC_IP, dev: 'eth0' })]);
     expect(tableRoutes(s, '200')).toEqual([expect.objectContaining({ dst: 'default', gateway: FABRIC_IP, dev: 'eth0' })]);
-    expect(adds(s)).toHaveLength(2);
+    expect(ipsetAdds(s)).toHaveLength(2);
 
     // The runtime reads the conflist as it is now: the old pod's DEL comes with table 200.
     ok(await lab.delPod(old, { conflist: changed }));
@@ -149,7 +137,7 @@ describe('markroute lifecycle (10-ptp-markroute.conflist)', () => {
     expect(fwmarkRules(s)).toEqual([expect.objectContaining({ priority: 32765, fwmark: '0x10', fwmask: '0x10', table: '200' })]);
     expect(tableRoutes(s, '100')).toEqual([]);
     expect(tableRoutes(s, '200')).toHaveLength(1);
-    expect(adds(s)).toEqual([expect.stringContaining(` ${elementOf(neu)} `)]);
+    expect(ipsetAdds(s)).toEqual([expect.stringContaining(` ${elementOf(neu)} `)]);
     expect(markChains(s.iptables.nft4)).toHaveLength(1);
     expect(s.rpFilter.eth0).toBe('2');
 
@@ -200,8 +188,8 @@ describe('markroute lifecycle (10-ptp-markroute.conflist)', () => {
     expect(tableRoutes(s, '100')).toHaveLength(1);
     expect(markChains(s.iptables.nft4)).toHaveLength(1);
     expect(jumps(s.iptables.nft4)).toHaveLength(1);
-    expect(adds(s).map((l) => l.split(' ')[2])).toEqual(expect.arrayContaining([elementOf(p2), elementOf(p3)]));
-    expect(adds(s)).toHaveLength(2);
+    expect(ipsetAdds(s).map((l) => l.split(' ')[2])).toEqual(expect.arrayContaining([elementOf(p2), elementOf(p3)]));
+    expect(ipsetAdds(s)).toHaveLength(2);
     expect(s.rpFilter.eth0).toBe('2');
     lab.nsg.reset();
     const r = await lab.probe(p2, 'udp', p3.ip4!, 5353, { count: 3 });
@@ -256,7 +244,7 @@ describe('markroute lifecycle (10-ptp-markroute.conflist)', () => {
     ok(await check(p));
 
     // someone deletes the pod's set element
-    const set = adds(lab.snapshot())[0]!.split(' ')[1]!;
+    const set = ipsetAdds(lab.snapshot())[0]!.split(' ')[1]!;
     lab.exec(lab.ns.node, ['ipset', 'del', set, elementOf(p)]);
     c = await check(p);
     expect(c.ok).toBe(false);
@@ -275,7 +263,7 @@ describe('markroute lifecycle (10-ptp-markroute.conflist)', () => {
     const p = await lab.addPod('noset', list);
     const s = lab.snapshot();
     const chain = markChains(s.iptables.nft4)[0]!;
-    const set = adds(s)[0]!.split(' ')[1]!;
+    const set = ipsetAdds(s)[0]!.split(' ')[1]!;
     lab.exec(lab.ns.node, ['iptables-nft', '-t', 'mangle', '-F', chain]); // e.g. a firewall reload
     lab.exec(lab.ns.node, ['ipset', 'destroy', set]);
     const del = await lab.delPod(p, { keepNs: true });
@@ -299,7 +287,7 @@ describe('markroute lifecycle (10-ptp-markroute.conflist)', () => {
     expect(gc.code, gc.rawStdout).toBe(0);
     expect(gc.rawStdout).toBe('');
     const s = lab.snapshot();
-    expect(adds(s)).toEqual([expect.stringContaining(` ${elementOf(keep)} `)]);
+    expect(ipsetAdds(s)).toEqual([expect.stringContaining(` ${elementOf(keep)} `)]);
     expect(fwmarkRules(s)).toHaveLength(1);
     expect(tableRoutes(s, '100')).toHaveLength(1);
     expect(markChains(s.iptables.nft4)).toHaveLength(1);

@@ -2,37 +2,17 @@
 // conflists shipped in conflists/ (only IPAM dataDir/subnets, stateDir and logFile adjusted).
 // Everything is asserted on the kernel: packets that cross the fabric's NSG, iptables-save of
 // both variants, ipset, ip rule/route and sysctls, in lab namespaces only (never the root one).
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { createLab, FABRIC_IP, findPlugin, NODE_IP, REPO_ROOT, type Conflist, type Lab, type Pod, type Snapshot } from '../lab/index.ts';
+import {
+  createLab, FABRIC_IP, findPlugin, fwmarkRules, ipsetAdds, loadBridgeConflist, loadPtpConflist, markChains, NODE_IP, tableRoutes,
+  type Conflist, type Lab, type Pod, type Snapshot,
+} from '../lab/index.ts';
 
 // MARKROUTE_CNI_PATH (colon-separated) points the suite at another build of the plugin.
 const cniPath = process.env.MARKROUTE_CNI_PATH?.split(':');
 
-/** A conflist from conflists/, with IPAM and markroute's files moved into the lab. */
-function loadConflist(lab: Lab, file: string, range?: { subnet: string; gateway?: string }): Conflist {
-  const list = JSON.parse(readFileSync(join(REPO_ROOT, 'conflists', file), 'utf8')) as Conflist;
-  const main = list.plugins[0]! as any;
-  main.ipam.dataDir = join(lab.dir, 'ipam');
-  if (range) main.ipam.ranges = [[range]];
-  const mr = list.plugins.find((p) => p.type === 'markroute')!;
-  mr.stateDir = join(lab.dir, 'state');
-  mr.logFile = join(lab.dir, 'markroute.log');
-  return list;
-}
-
-const ptpList = (lab: Lab) => loadConflist(lab, '10-ptp-markroute.conflist', { subnet: lab.subnets.ptp });
-const bridgeList = (lab: Lab) => loadConflist(lab, '10-bridge-markroute.conflist', { subnet: lab.subnets.bridge, gateway: '10.244.1.1' });
-
 const iptablesKey = { legacy: 'legacy4', nft: 'nft4' } as const;
 const otherVariant = { legacy: 'nft', nft: 'legacy' } as const;
-
-/** Names of markroute's chains in an iptables-save text. */
-const markChains = (save: string): string[] => [...save.matchAll(/^:(MARKROUTE-[0-9a-f]{8}) /gm)].map((m) => m[1]!);
-const ipsetAdds = (s: Snapshot, set?: string): string[] => s.ipset.split('\n').filter((l) => l.startsWith(`add ${set ?? ''}`));
-const fwmarkRules = (s: Snapshot) => (s.rules4 as any[]).filter((r) => r.fwmark !== undefined);
-const tableRoutes = (s: Snapshot, table: string) => (s.routes4 as any[]).filter((r) => r.table === table);
 
 const withoutLinkState = (s: Snapshot): Snapshot =>
   JSON.parse(JSON.stringify(s, (key, value) => (key === 'flags' && Array.isArray(value) ? value.filter((f) => f !== 'linkdown') : value)));
@@ -53,7 +33,7 @@ describe.each(['legacy', 'nft'] as const)('ptp chain (10-ptp-markroute.conflist)
 
   beforeAll(async () => {
     lab = await createLab({ cniPath });
-    list = ptpList(lab);
+    list = loadPtpConflist(lab);
     // kube-proxy runs before any pod, and a real cluster always has the `kubernetes` service:
     // that is what tells markroute which iptables variant kube-proxy uses (the lab creates no
     // KUBE-IPTABLES-HINT/KUBE-KUBELET-CANARY chains, so it goes by rule counts).
@@ -209,14 +189,14 @@ describe('bridge chain (10-bridge-markroute.conflist) next to ptp pods', () => {
 
   beforeAll(async () => {
     lab = await createLab({ cniPath });
-    bridged = bridgeList(lab);
+    bridged = loadBridgeConflist(lab);
     // The bridge plugin creates cni0 at its first ADD and never removes it: make it before the baseline.
     const warm = await lab.addPod('warm', { ...bridged, plugins: [bridged.plugins[0]!] });
     expect((await lab.delPod(warm)).ok).toBe(true);
     before = lab.snapshot();
     br1 = await lab.addPod('br1', bridged);
     br2 = await lab.addPod('br2', bridged);
-    ptp = await lab.addPod('ptp1', ptpList(lab));
+    ptp = await lab.addPod('ptp1', loadPtpConflist(lab));
     await lab.serve(ptp, 'udp', 5353);
     await lab.serve(br2, 'udp', 5353);
   });

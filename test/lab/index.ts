@@ -4,4 +4,5 @@ export * from './cni.ts';
 export * from './exec.ts';
 export * from './fabric.ts';
 export * from './kubeproxy.ts';
+export * from './markroute.ts';
 export * from './snapshot.ts';

@@ -104,6 +104,20 @@ const listNetns = (): string[] =>
     .map((l) => l.split(' ')[0]!)
     .filter(Boolean);
 
+/**
+ * CNI_ARGS for a pod, with the keys containerd sends and in its order. Exported for suites that
+ * start the plugin themselves (e.g. to kill it mid-call) yet must send what the lab sends.
+ */
+export function cniArgs(pod: Pod): [string, string][] {
+  return [
+    ['K8S_POD_NAMESPACE', pod.k8s.namespace],
+    ['K8S_POD_NAME', pod.k8s.name],
+    ['K8S_POD_INFRA_CONTAINER_ID', pod.containerId],
+    ['K8S_POD_UID', pod.k8s.uid],
+    ['IgnoreUnknown', '1'],
+  ];
+}
+
 /** Delete one namespace, after killing what still runs in it (our own test processes). */
 export function removeNamespace(ns: string): void {
   // A process left in a namespace keeps it (and its veths) alive after `ip netns del`.
@@ -138,6 +152,29 @@ export function sweepStaleLabs(): void {
   for (const d of readdirSync(tmpdir())) {
     if (deadPid(NETNS_RE.exec(d)?.[1])) rmSync(join(tmpdir(), d), { recursive: true, force: true });
   }
+}
+
+/**
+ * A lone node namespace for suites that run dist/markroute directly, without a fabric or pods:
+ * the node's sysctls (strict rp_filter, no DAD), lo, and an uplink `eth0` with NODE_IP/24 and a
+ * default route via FABRIC_IP. eth0's veth peer (`eth0p`) stays in the same namespace and is up,
+ * so that eth0 has carrier and the route is usable, though nothing answers at FABRIC_IP: that is
+ * all markroute needs to find its uplink. The caller removes it with removeNamespace(ns).
+ */
+export function createNodeNamespace(ns: string): void {
+  run(['ip', 'netns', 'add', ns]);
+  sysctl(ns, {
+    'net.ipv4.conf.all.rp_filter': 1,
+    'net.ipv4.conf.default.rp_filter': 1,
+    'net.ipv6.conf.all.accept_dad': 0,
+    'net.ipv6.conf.default.accept_dad': 0,
+  });
+  nsExec(ns, ['ip', 'link', 'set', 'lo', 'up']);
+  nsExec(ns, ['ip', 'link', 'add', UPLINK, 'type', 'veth', 'peer', 'name', `${UPLINK}p`]);
+  nsExec(ns, ['ip', 'addr', 'add', `${NODE_IP}/24`, 'dev', UPLINK]);
+  nsExec(ns, ['ip', 'link', 'set', UPLINK, 'up']);
+  nsExec(ns, ['ip', 'link', 'set', `${UPLINK}p`, 'up']);
+  nsExec(ns, ['ip', 'route', 'add', 'default', 'via', FABRIC_IP, 'dev', UPLINK]);
 }
 
 export class Lab {
@@ -261,14 +298,7 @@ export class Lab {
       containerId: pod.containerId,
       netns: o.netns ?? pod.netnsPath,
       ifname: pod.ifname,
-      // containerd's order and keys
-      args: [
-        ['K8S_POD_NAMESPACE', pod.k8s.namespace],
-        ['K8S_POD_NAME', pod.k8s.name],
-        ['K8S_POD_INFRA_CONTAINER_ID', pod.containerId],
-        ['K8S_POD_UID', pod.k8s.uid],
-        ['IgnoreUnknown', '1'],
-      ],
+      args: cniArgs(pod),
       capabilityArgs,
       cniPath: this.cniPath,
       hostNs: this.ns.node,

@@ -1,24 +1,14 @@
 // The pure plan: host-interface resolution from prevResult and the kernel objects one attachment needs.
 import { describe, expect, test, vi } from 'vitest';
-import { CniError } from '../../src/cni/errors.ts';
 import { parseConfig, type PrevResult } from '../../src/config.ts';
 import {
   attachmentId, chainName, objectKey, planAttachment, resolveHostMatch, setName, type Attachment, type HostMatch, type NodeFacts,
 } from '../../src/plan.ts';
+import { cniError } from './helpers.ts';
 
 const config = (extra: Record<string, unknown> = {}) => parseConfig({ cniVersion: '1.0.0', name: 'mrnet', type: 'markroute', ...extra });
 const prev = (p: Partial<PrevResult>): PrevResult => ({ interfaces: [], ips: [], ...p });
 const noMaster = () => undefined;
-
-function cniError(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(CniError);
-    return err as CniError;
-  }
-  throw new Error('no error thrown');
-}
 
 // What the ptp plugin returns: host veth first, then the container's interface.
 const ptpPrev = prev({

@@ -3,21 +3,11 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { CniError } from '../../src/cni/errors.ts';
 import { COMMANDS, decodeNetconf, parseCniArgs, parseEnvironment, readStdin } from '../../src/cni/request.ts';
+import { cniError } from './helpers.ts';
 
 const CID = '7e84a9894ae7dbed813078e2f9d81cc1ec9056ee50e90ee6e2da49e589fe9e9e';
 const ok = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: CID, CNI_IFNAME: 'eth0', CNI_NETNS: '/var/run/netns/cni-1', CNI_PATH: '/opt/cni/bin' };
-
-function cniError(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(CniError);
-    return err as CniError;
-  }
-  throw new Error('no error thrown');
-}
 
 const envError = (env: Record<string, string | undefined>) => {
   const err = cniError(() => parseEnvironment(env));
