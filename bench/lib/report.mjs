@@ -1,0 +1,54 @@
+// The printed table and the JSON file.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { round } from "./stats.mjs";
+
+const pad = (s, n, right = false) => (n === 0 ? String(s) : right ? String(s).padStart(n) : String(s).padEnd(n));
+const fmt = (x, d = 1) => (x === undefined || Number.isNaN(x) ? "-" : round(x, d).toFixed(d));
+const kpps = (x) => `${fmt(x / 1000, 1)}k`;
+
+function table(title, header, rows, widths) {
+  const line = (cells) => cells.map((c, i) => pad(c, widths[i], i > 0)).join("  ");
+  return [`${title}`, `  ${line(header)}`, ...rows.map((r) => `  ${line(r)}`)].join("\n");
+}
+
+/** Latency rows: [label, summary] with summary {median, p95, min, n}. */
+export function latencyTable(title, rows) {
+  return table(title, ["", "median", "p95", "min", "n"],
+    rows.filter(([, s]) => s).map(([label, s]) => [label, fmt(s.median), fmt(s.p95), fmt(s.min), s.n]), [52, 8, 8, 8, 4]);
+}
+
+export function datapathTable(title, rows) {
+  return table(title, ["", "rx pps", "best", "tx pps", "loss %", "fabric", "  runs (rx pps, in order)"],
+    rows.map(([label, d]) => [label, kpps(d.pps), kpps(d.bestPps), kpps(d.sentPps), fmt(d.lossPercent, 1),
+      d.viaFabric ? "yes" : "no", `  ${d.runs.map((r) => kpps(r.pps)).join(" ")}`]),
+    [40, 8, 8, 8, 7, 6, 0]);
+}
+
+export function rssTable(title, rows) {
+  return table(title, ["", "max MiB", "median", "n"],
+    rows.map(([label, s]) => [label, fmt(s.max / 1024), fmt(s.median / 1024), s.n]), [52, 8, 8, 4]);
+}
+
+/**
+ * A check: `value` against `target` with `op` ("<=" or ">="); op undefined is information only.
+ * Returns {name, value, target, op, pass}.
+ */
+export function check(name, value, op, target, unit = "") {
+  const pass = op === undefined ? undefined : op === "<=" ? value <= target : value >= target;
+  return { name, value, op, target, unit, pass };
+}
+
+export function checksTable(checks) {
+  const rows = checks.map((c) => [
+    // Ratios with 3 decimals, so a value just past its target never prints as equal to it.
+    c.name, `${fmt(c.value, c.unit ? 1 : 3)}${c.unit}`, c.op ? `${c.op} ${c.target}${c.unit}` : "(info)",
+    c.pass === undefined ? "" : c.pass ? "PASS" : "FAIL",
+  ]);
+  return table("Targets", ["", "measured", "target", ""], rows, [52, 10, 10, 4]).replace(/ +$/gm, "");
+}
+
+export function writeJson(path, data) {
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, JSON.stringify(data, (_, v) => (typeof v === "number" ? round(v, 3) : v), 2) + "\n");
+}
