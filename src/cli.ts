@@ -1,6 +1,6 @@
 // The command line for people: what is installed, what an ADD would do, and putting things right.
 import { Command } from "commander";
-import { objectKey } from "./plan.js";
+import { objectKey, type KernelObject } from "./plan.js";
 import * as commands from "./commands.js";
 import { CniError } from "./cni/errors.js";
 import { decodeNetconf, readStdin } from "./cni/request.js";
@@ -68,14 +68,14 @@ export async function cli(args: string[]): Promise<number> {
 interface StatusReport {
   attachments: { id: string; pod?: string; iface: string; topology: string; addresses: string[]; createdAt: string }[];
   objects: { key: string; refs: number; drift: string[] }[];
-  unrecordedHolders: string[];
 }
 
 function statusReport(tx: Transaction): StatusReport {
   const records = tx.records();
-  const entries = Object.values(tx.index.objects);
-  const drift = tx.drift(entries.map((e) => e.object));
-  const holders = Object.values(tx.index.holders);
+  // Shared objects as installed now (the index), each pod's set elements as its record has them.
+  const objects = new Map<string, KernelObject>(Object.values(tx.index.objects).map((e) => [objectKey(e.object), e.object]));
+  for (const r of records) for (const o of r.objects) if (o.kind === "element") objects.set(objectKey(o), o);
+  const drift = tx.drift([...objects.values()]);
   return {
     attachments: records.map((r) => ({
       id: r.id,
@@ -85,11 +85,7 @@ function statusReport(tx: Transaction): StatusReport {
       addresses: r.hostMatch.addresses.map((a) => a.address),
       createdAt: r.createdAt,
     })),
-    objects: entries.map((e) => {
-      const key = objectKey(e.object);
-      return { key, refs: holders.filter((keys) => keys.includes(key)).length, drift: drift.get(key) ?? [] };
-    }),
-    unrecordedHolders: Object.keys(tx.index.holders).filter((id) => !records.some((r) => r.id === id)),
+    objects: [...objects.keys()].map((key) => ({ key, refs: tx.index.refs[key] ?? 0, drift: drift.get(key) ?? [] })),
   };
 }
 
@@ -104,6 +100,5 @@ function formatStatus(stateDir: string, report: StatusReport): string {
   for (const o of shared) lines.push(`  ${o.key}  refs=${o.refs}  ${o.drift.length ? `DRIFT: ${o.drift.join("; ")}` : "ok"}`);
   const drifted = report.objects.filter((o) => o.drift.length);
   lines.push(drifted.length ? `drift: ${drifted.length} object(s) differ from the records; run \`markroute reconcile\`` : "drift: none");
-  for (const id of report.unrecordedHolders) lines.push(`  index holder without record: ${id}`);
   return lines.join("\n");
 }

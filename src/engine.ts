@@ -45,30 +45,36 @@ export class Transaction {
     this.summary = { installed: [], removed: [], recovered, lockWaitMs };
   }
 
-  private refCount(key: string): number {
-    return Object.values(this.index.holders).filter((keys) => keys.includes(key)).length;
-  }
-
-  private heldByOthers(key: string, id: string): boolean {
-    return Object.entries(this.index.holders).some(([holder, keys]) => holder !== id && keys.includes(key));
+  /** Counts `objects` as held by one more (+1) or one fewer (-1) attachment; returns those no longer held. */
+  private count(objects: KernelObject[], delta: 1 | -1): KernelObject[] {
+    const unheld: KernelObject[] = [];
+    for (const o of objects) {
+      const key = objectKey(o);
+      const refs = Math.max(0, (this.index.refs[key] ?? 0) + delta);
+      if (refs > 0) this.index.refs[key] = refs;
+      else {
+        delete this.index.refs[key];
+        unheld.push(this.index.objects[key]?.object ?? o);
+      }
+    }
+    return unheld;
   }
 
   /**
    * After a release, a shared object its holders planned differently (the conflist changed
    * between their ADDs) must be as the newest remaining holder planned it, not as a departed one
-   * left it. Only objects flagged `mixed` cost a read of their holders' records.
+   * left it. Only objects flagged `mixed` cost a read of the records.
    */
-  private reinstated(stillHeld: string[]): KernelObject[] {
+  private reinstated(released: KernelObject[], departing: string): KernelObject[] {
+    const mixed = released.map(objectKey).filter((k) => this.index.refs[k] && this.index.objects[k]?.mixed);
+    if (mixed.length === 0) return [];
+    const records = this.store.listRecords()
+      .filter((r) => r.id !== departing)
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
     const reinstate: KernelObject[] = [];
-    for (const key of stillHeld) {
-      const entry = this.index.objects[key];
-      if (!entry?.mixed) continue;
-      const versions = Object.entries(this.index.holders)
-        .filter(([, keys]) => keys.includes(key))
-        .map(([id]) => this.store.readRecord(id))
-        .filter((r): r is AttachmentRecord => r !== undefined)
-        .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
-        .map((r) => r.objects.find((o) => objectKey(o) === key)!);
+    for (const key of mixed) {
+      const entry = this.index.objects[key]!;
+      const versions = records.flatMap((r) => r.objects.filter((o) => objectKey(o) === key));
       const newest = versions.at(-1);
       if (!newest) continue;
       if (versions.every((v) => sameObject(v, newest))) delete entry.mixed;
@@ -77,29 +83,25 @@ export class Transaction {
     return reinstate;
   }
 
-  /** Keys among `released` that no attachment holds any more and that may be installed. */
-  private unheld(released: string[]): string[] {
-    return [...new Set(released)].filter((k) => this.refCount(k) === 0 && this.index.objects[k]);
-  }
-
   /** Before the kernel is touched: the index lists what may be installed, and says an operation is under way. */
   private markDirty(install: KernelObject[]): void {
-    for (const o of install) this.index.objects[objectKey(o)] = { ...this.index.objects[objectKey(o)], object: o };
+    for (const o of install.filter(isShared)) this.index.objects[objectKey(o)] = { ...this.index.objects[objectKey(o)], object: o };
     this.index.dirty = true;
     this.store.writeIndex(this.index);
   }
 
   /** Changes the kernel, then records that it is done. A crash before the end leaves the index dirty. */
-  private applyAndClean(install: KernelObject[], removeKeys: string[], afterKernel?: () => void): void {
-    const previous = this.kernel.apply(install, removeKeys.map((k): Removal => this.index.objects[k]!));
+  private applyAndClean(install: KernelObject[], remove: KernelObject[], afterKernel?: () => void): void {
+    const removals = remove.map((o): Removal => ({ object: o, previous: this.index.objects[objectKey(o)]?.previous }));
+    const previous = this.kernel.apply(install, removals);
     for (const [k, value] of previous) this.index.objects[k]!.previous ??= value;
-    for (const k of removeKeys) delete this.index.objects[k];
+    for (const o of remove) delete this.index.objects[objectKey(o)];
     afterKernel?.();
-    if (Object.keys(this.index.holders).length === 0) delete this.index.facts;
+    if (Object.keys(this.index.refs).length === 0) delete this.index.facts;
     this.index.dirty = this.unhealed;
     this.store.writeIndex(this.index);
     this.summary.installed.push(...install.map(objectKey));
-    this.summary.removed.push(...removeKeys);
+    this.summary.removed.push(...remove.map(objectKey));
   }
 
   /**
@@ -108,25 +110,27 @@ export class Transaction {
    * the new one does not.
    */
   add(plan: AttachmentPlan): void {
-    const keys = plan.objects.map(objectKey);
-    const released = (this.index.holders[plan.id] ?? []).filter((k) => !keys.includes(k));
+    const keys = new Set(plan.objects.map(objectKey));
+    const old = this.store.readRecord(plan.id)?.objects ?? [];
+    const oldKeys = new Set(old.map(objectKey));
     const install = plan.objects.filter((o) => {
       const known = this.index.objects[objectKey(o)];
       // After a failed recovery the index may list objects that are not there: install them all.
-      if (!known || o.kind === "element" || this.unhealed) return true;
+      if (!known || !isShared(o) || this.unhealed) return true;
       if (sameObject(known.object, o)) return false;
       // The conflist changed under pods that hold this object: remember to look at them on release.
-      if (this.heldByOthers(objectKey(o), plan.id)) known.mixed = true;
+      if ((this.index.refs[objectKey(o)] ?? 0) > (oldKeys.has(objectKey(o)) ? 1 : 0)) known.mixed = true;
       return true;
     });
-    this.index.holders[plan.id] = keys;
-    const removeKeys = this.unheld(released);
-    install.push(...this.reinstated(released.filter((k) => !removeKeys.includes(k))));
+    this.count(plan.objects.filter((o) => !oldKeys.has(objectKey(o))), 1);
+    const released = old.filter((o) => !keys.has(objectKey(o)));
+    const remove = this.count(released, -1);
+    install.push(...this.reinstated(released, plan.id));
     this.markDirty(install);
     // The record is written before the kernel changes, so whatever gets installed is traceable.
     this.store.writeRecord({ ...plan, version: STATE_VERSION, createdAt: new Date().toISOString() });
     try {
-      this.applyAndClean(install, removeKeys);
+      this.applyAndClean(install, remove);
     } catch (err) {
       this.rollBack(plan.id);
       throw err;
@@ -147,13 +151,12 @@ export class Transaction {
 
   /** Removes the attachment's objects that no other attachment holds. False when there was nothing to remove. */
   remove(id: string): boolean {
-    const keys = this.index.holders[id] ?? this.store.readRecord(id)?.objects.map(objectKey);
-    if (!keys) return false;
-    delete this.index.holders[id];
-    const removeKeys = this.unheld(keys);
-    const reinstate = this.reinstated(keys.filter((k) => !removeKeys.includes(k)));
+    const record = this.store.readRecord(id);
+    if (!record) return false;
+    const remove = this.count(record.objects, -1);
+    const reinstate = this.reinstated(record.objects, id);
     this.markDirty(reinstate);
-    this.applyAndClean(reinstate, removeKeys, () => this.store.deleteRecord(id));
+    this.applyAndClean(reinstate, remove, () => this.store.deleteRecord(id));
     return true;
   }
 
@@ -175,8 +178,11 @@ export class Transaction {
     const records = this.store.listRecords().sort((a, b) => a.createdAt.localeCompare(b.createdAt));
     const desired = new Map<string, KernelObject>();
     for (const r of records) for (const o of r.objects) desired.set(objectKey(o), o);
-    this.index.holders = Object.fromEntries(records.map((r) => [r.id, r.objects.map(objectKey)]));
-    const stale = this.unheld(Object.keys(this.index.objects).filter((k) => !desired.has(k)));
+    this.index.refs = {};
+    for (const r of records) this.count(r.objects, 1);
+    // What the index may have installed and no record needs (elements are not in the index: a
+    // dead ADD's elements are in its record, so they are desired, and a dead DEL's were removed first).
+    const stale = Object.entries(this.index.objects).filter(([k]) => !desired.has(k)).map(([, e]) => e.object);
     this.markDirty([...desired.values()]);
     this.applyAndClean([...desired.values()], stale);
   }
@@ -191,22 +197,25 @@ export class Transaction {
   }
 }
 
+/** Shared objects live in the index; a pod's own set elements only in its record (and the reference counts). */
+const isShared = (o: KernelObject) => o.kind !== "element";
+
 /**
  * Runs `fn` holding the state directory's lock. An index that is missing, dirty (an operation
  * died midway) or from another boot or network namespace is first reconciled from the records.
  */
-export async function withState<T>(stateDir: string, fn: (tx: Transaction) => T): Promise<T> {
+export async function withState<T>(stateDir: string, fn: (tx: Transaction) => T, kernel: Kernel = linuxKernel): Promise<T> {
   const store = new StateStore(stateDir);
   store.ensure();
   const lock = await acquireLock(stateDir, LOCK_TIMEOUT_MS);
   try {
-    const kernel = kernelIdentity();
+    const identity = kernelIdentity();
     const found = store.readIndex();
-    const healthy = found && !found.dirty && found.kernel === kernel;
+    const healthy = found && !found.dirty && found.kernel === identity;
     // Objects of another boot or namespace are not ours to remove here: start from the records alone.
-    const index = found && found.kernel === kernel ? found : emptyIndex(kernel);
+    const index = found && found.kernel === identity ? found : emptyIndex(identity);
     const recover = !healthy && (found !== undefined || store.listRecords().length > 0);
-    const tx = new Transaction(store, linuxKernel, index, lock.waitedMs, recover);
+    const tx = new Transaction(store, kernel, index, lock.waitedMs, recover);
     if (recover) tx.recover();
     return fn(tx);
   } finally {

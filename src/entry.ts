@@ -37,7 +37,8 @@ async function run(): Promise<void> {
 }
 
 if (startupSnapshot.isBuildingSnapshot()) {
-  rehearse();
+  // A failed rehearsal rejects, which fails the snapshot build: a broken binary never ships.
+  void rehearse();
   startupSnapshot.setDeserializeMainFunction(() => void run());
 } else {
   void run();

@@ -5,7 +5,9 @@ import { join } from "node:path";
 import { CniError, ErrorCode } from "../cni/errors.js";
 import type { AttachmentPlan, KernelObject, NodeFacts } from "../plan.js";
 
+/** Records are version 1; the index, a cache rebuilt from them, is version 2 (counts instead of holder lists). */
 export const STATE_VERSION = 1;
+export const INDEX_VERSION = 2;
 
 export interface AttachmentRecord extends AttachmentPlan {
   version: number;
@@ -24,17 +26,20 @@ export interface StateIndex {
   version: number;
   /** Set before the kernel is touched and cleared after: a dirty index means an operation died midway. */
   dirty: boolean;
-  /** Every object we may have installed (a superset while dirty), by key. */
+  /** Every shared object we may have installed (a superset while dirty), by key. */
   objects: Record<string, IndexEntry>;
-  /** Attachment id → keys of the objects it holds; an object goes when no attachment holds it. */
-  holders: Record<string, string[]>;
+  /**
+   * How many attachments hold each object, shared ones and set elements alike; an object goes when
+   * none does. Counts, not holder lists: the index is read and written twice by every operation.
+   */
+  refs: Record<string, number>;
   /** Detected once, while any attachment exists. */
   facts?: Partial<NodeFacts>;
   /** The boot and network namespace the objects were installed in; another one has none of them. */
   kernel: string;
 }
 
-export const emptyIndex = (kernel: string): StateIndex => ({ version: STATE_VERSION, dirty: false, objects: {}, holders: {}, kernel });
+export const emptyIndex = (kernel: string): StateIndex => ({ version: INDEX_VERSION, dirty: false, objects: {}, refs: {}, kernel });
 
 /** Identifies this boot and network namespace: kernel objects live and die with them. */
 export function kernelIdentity(): string {
@@ -94,7 +99,7 @@ export class StateStore implements StateStorage {
   /** The index, or undefined when it is missing or unreadable (it is then rebuilt from the records). */
   readIndex(): StateIndex | undefined {
     const idx = readJson<StateIndex>(this.indexPath);
-    return idx && idx.version === STATE_VERSION && typeof idx.objects === "object" && typeof idx.holders === "object" ? idx : undefined;
+    return idx && idx.version === INDEX_VERSION && typeof idx.objects === "object" && typeof idx.refs === "object" ? idx : undefined;
   }
 
   writeIndex(idx: StateIndex): void {

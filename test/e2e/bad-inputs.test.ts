@@ -453,12 +453,9 @@ describe('inputs validation lets through', () => {
     expect(snapshot(NS)).toEqual(before);
   });
 
-  // BUG: an ADD the kernel refuses half-way (here `ip route replace default via 192.0.2.1` fails
-  // after the ipset and the mangle chain are already installed) leaves a record and a dirty index;
-  // the DEL the runtime sends next (after a failed ADD, without prevResult) first "reconciles"
-  // (src/engine.ts withState -> Transaction.reconcile) by re-installing every recorded attachment,
-  // hits the same kernel error and fails with code 100 — on every retry. libcni then never
-  // releases the pod's IP. DEL must remove what the record lists instead.
+  // An ADD the kernel refuses half-way (here `ip route replace default via 192.0.2.1` fails after
+  // the ipset and the mangle chain are installed) must not make the runtime's DEL fail on every
+  // retry (libcni would then never release the pod's IP): the ADD rolls back, and DEL succeeds.
   test('after an ADD the kernel refused (unreachable gateway), the runtime\'s DEL succeeds and cleans up', () => {
     const rowDir = join(dir, 'bad-gateway');
     const stateDir = join(rowDir, 'state');
@@ -482,10 +479,7 @@ describe('inputs validation lets through', () => {
 // (JSON.stringify recurses): a prevResult carrying such a value must be refused before anything
 // changes, not fail when the result is printed.
 describe('a deeply nested value inside prevResult', () => {
-  // BUG: src/main.ts write() -> JSON.stringify(resultInVersion(prevResult)) throws RangeError
-  // ("Maximum call stack size exceeded") only after commands.add has installed and recorded the
-  // attachment: the runtime gets code 110 "internal error" with a stack trace while the kernel
-  // holds the pod's objects. Nothing bounds nesting before the kernel is touched.
+  // Were it accepted, printing the result would throw RangeError after the kernel changed.
   test('is refused before anything changes', () => {
     const rowDir = join(dir, 'deep');
     const depth = 200_000;
@@ -505,14 +499,10 @@ describe('a deeply nested value inside prevResult', () => {
 
 // The state directory is an input too: what a killed ADD leaves there must not wedge DEL.
 describe('state left by an ADD killed before it changed the kernel', () => {
-  // BUG: an ADD SIGKILLed (libcni kills plugins when the runtime's context is cancelled) after
-  // Transaction.add wrote the dirty index (src/engine.ts markDirty) but before the record and the
-  // kernel change leaves an index listing a set element in a set that does not exist. The next
-  // operation reconciles: the stale element is removed with `del <set> <addr>,<iface>` in one
-  // `ipset -exist restore` batch (src/backend/iptables.ts restoreSets, called from
-  // src/backend/apply.ts applyChange), and ipset refuses "The set with the given name does not
-  // exist" even with -exist. Every DEL (and ADD) on that state directory then fails with code 100.
-  // apply.ts promises "removing tolerates absence".
+  // An ADD SIGKILLed (libcni kills plugins when the runtime's context is cancelled) after it wrote
+  // the dirty index but before its record and the kernel change leaves an index listing objects
+  // that were never installed, a set among them. The next operation reconciles and removes them:
+  // removing what is not there must succeed.
   test('the DEL that follows succeeds, and leaves nothing', () => {
     const rowDir = join(dir, 'killed-add');
     const stateDir = join(rowDir, 'state');
@@ -523,7 +513,7 @@ describe('state left by an ADD killed before it changed the kernel', () => {
     const add = plugin(baseEnv('ADD', cid), JSON.stringify(conf));
     expect([add.status, add.stderr]).toEqual([0, '']);
     const index = JSON.parse(readFileSync(join(stateDir, 'index.json'), 'utf8'));
-    expect(Object.keys(index.holders)).toEqual([`mrkilled_${cid}_eth0`]);
+    expect(Object.keys(index.refs).filter((k) => k.startsWith('element/'))).toHaveLength(1);
     const del = plugin(baseEnv('DEL', cid), JSON.stringify(conf));
     expect([del.status, del.stdout]).toEqual([0, '']);
     expect(snapshot(NS)).toEqual(before);
@@ -535,6 +525,6 @@ describe('state left by an ADD killed before it changed the kernel', () => {
     expect(retry.stdout).toBe('');
     expect(retry.status).toBe(0);
     expect(snapshot(NS)).toEqual(before);
-    expect(JSON.parse(readFileSync(join(stateDir, 'index.json'), 'utf8'))).toMatchObject({ dirty: false, objects: {}, holders: {} });
+    expect(JSON.parse(readFileSync(join(stateDir, 'index.json'), 'utf8'))).toMatchObject({ dirty: false, objects: {}, refs: {} });
   });
 });

@@ -81,7 +81,7 @@ describe('concurrent markroute operations (10-ptp-markroute.conflist)', () => {
     expect(markChains(s.iptables.nft4 + s.iptables.legacy4)).toEqual([]);
     expect(s.rpFilter.eth0).toBe('1');
     expect(stateFiles('attachments').filter((f) => f.endsWith('.json'))).toEqual([]);
-    expect(index()).toMatchObject({ dirty: false, holders: {}, objects: {} });
+    expect(index()).toMatchObject({ dirty: false, refs: {}, objects: {} });
   };
 
   beforeAll(async () => {
@@ -115,7 +115,7 @@ describe('concurrent markroute operations (10-ptp-markroute.conflist)', () => {
     expect(s.rpFilter.eth0).toBe('2');
     expect(stateFiles('attachments')).toHaveLength(20);
     expect(index().dirty).toBe(false);
-    expect(Object.keys(index().holders)).toHaveLength(20);
+    expect(Object.keys(index().refs).filter((k) => k.startsWith('element/'))).toHaveLength(20);
 
     const deleted = await Promise.all(pods.map((p) => lab.invoke('DEL', netconf(p), p)));
     for (const [i, r] of deleted.entries()) {
@@ -261,7 +261,7 @@ describe('concurrent markroute operations (10-ptp-markroute.conflist)', () => {
     const delOther = await start('DEL', other, undefined, crashList).done;
     expect(delOther.code).toBe(0);
     await removePods([victim, other].map((p) => ({ ...p, conflist: crashList })));
-    expect(index(crashDir)).toMatchObject({ dirty: false, holders: {}, objects: {} });
+    expect(index(crashDir)).toMatchObject({ dirty: false, refs: {}, objects: {} });
     expect(lab.snapshot()).toEqual(baseline);
   });
 });

@@ -67,9 +67,7 @@ describe('parseCidr', () => {
     ['::1', '::1/128'],
     ['::/96', '::/96'],
     ['1::ffff:1.2.3.4', '1::ffff:102:304/128'],
-    // BUG (src/net/cidr.ts fromWords, the `best.len === 7 && g7 !== 1` clause): a single non-zero
-    // last group is printed dotted (::0.0.0.2) where inet_ntop, ip and ip6tables-save print ::2 —
-    // that clause of BIND's inet_ntop never fires (its loop skips index 6 when the zero run is 7 long).
+    // A single non-zero last group is not an IPv4 tail: inet_ntop, ip and ip6tables-save print ::2.
     ['::2', '::2/128'],
     ['::a/127', '::a/127'],
     ['::ffff', '::ffff/128'],

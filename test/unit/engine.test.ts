@@ -83,7 +83,7 @@ describe("engine: reference counting", () => {
     expect(tx().remove(planFor(3).id)).toBe(true);
     expect(kernel.installed.size).toBe(0);
     expect(store.listRecords()).toEqual([]);
-    expect(store.readIndex()).toMatchObject({ dirty: false, objects: {}, holders: {} });
+    expect(store.readIndex()).toMatchObject({ dirty: false, objects: {}, refs: {} });
   });
 
   it("second pod's ADD installs only its element", () => {
@@ -105,7 +105,8 @@ describe("engine: reference counting", () => {
     const { store, tx } = fixture();
     tx().add(planFor(2));
     tx().add(planFor(2));
-    expect(Object.keys(store.readIndex()!.holders)).toEqual([planFor(2).id]);
+    // every object counted once: one attachment holds each
+    expect(Object.values(store.readIndex()!.refs)).toEqual(Array(planFor(2).objects.length).fill(1));
     tx().remove(planFor(2).id);
     expect(store.readIndex()!.objects).toEqual({});
   });
@@ -155,7 +156,8 @@ describe("engine: crashes", () => {
     expect(() => tx().add(planFor(3))).toThrow(/simulated kernel refusal/);
     expect([...kernel.installed.keys()]).toEqual(before);
     expect(store.readRecord(planFor(3).id)).toBeUndefined();
-    expect(store.readIndex()).toMatchObject({ dirty: false, holders: { [planFor(2).id]: expect.any(Array) } });
+    expect(store.readIndex()).toMatchObject({ dirty: false });
+    expect(Object.values(store.readIndex()!.refs)).toEqual(Array(planFor(2).objects.length).fill(1));
   });
 
   it("an ADD whose change and rollback both fail (as if killed) leaves a record and a dirty index; reconcile converges", () => {
