@@ -1,6 +1,6 @@
 // The command line for people: what is installed, what an ADD would do, and putting things right.
 import { Command } from "commander";
-import { objectKey, type KernelObject } from "./plan.js";
+import { isPerPod, objectKey, type KernelObject } from "./plan.js";
 import * as commands from "./commands.js";
 import { CniError } from "./cni/errors.js";
 import { decodeNetconf, readStdin } from "./cni/request.js";
@@ -67,14 +67,14 @@ export async function cli(args: string[]): Promise<number> {
 
 interface StatusReport {
   attachments: { id: string; pod?: string; iface: string; topology: string; addresses: string[]; createdAt: string }[];
-  objects: { key: string; refs: number; drift: string[] }[];
+  objects: { key: string; perPod: boolean; refs: number; drift: string[] }[];
 }
 
 function statusReport(tx: Transaction): StatusReport {
   const records = tx.records();
   // Shared objects as installed now (the index), each pod's set elements as its record has them.
   const objects = new Map<string, KernelObject>(Object.values(tx.index.objects).map((e) => [objectKey(e.object), e.object]));
-  for (const r of records) for (const o of r.objects) if (o.kind === "element") objects.set(objectKey(o), o);
+  for (const r of records) for (const o of r.objects.filter(isPerPod)) objects.set(objectKey(o), o);
   const drift = tx.drift([...objects.values()]);
   return {
     attachments: records.map((r) => ({
@@ -85,7 +85,7 @@ function statusReport(tx: Transaction): StatusReport {
       addresses: r.hostMatch.addresses.map((a) => a.address),
       createdAt: r.createdAt,
     })),
-    objects: [...objects.keys()].map((key) => ({ key, refs: tx.index.refs[key] ?? 0, drift: drift.get(key) ?? [] })),
+    objects: [...objects].map(([key, o]) => ({ key, perPod: isPerPod(o), refs: tx.index.refs[key] ?? 0, drift: drift.get(key) ?? [] })),
   };
 }
 
@@ -95,8 +95,8 @@ function formatStatus(stateDir: string, report: StatusReport): string {
     lines.push(`  ${a.id}  ${a.pod ?? "-"}  via ${a.iface}  ${a.addresses.join(", ")}  since ${a.createdAt}`);
     if (a.topology === "bridged") lines.push(`    note: ${commands.BRIDGED_WARNING}`);
   }
-  const shared = report.objects.filter((o) => !o.key.startsWith("element/"));
-  lines.push(`shared objects: ${shared.length} (and ${report.objects.length - shared.length} set elements)`);
+  const shared = report.objects.filter((o) => !o.perPod);
+  lines.push(`shared objects: ${shared.length} (and ${report.objects.length - shared.length} of single pods)`);
   for (const o of shared) lines.push(`  ${o.key}  refs=${o.refs}  ${o.drift.length ? `DRIFT: ${o.drift.join("; ")}` : "ok"}`);
   const drifted = report.objects.filter((o) => o.drift.length);
   lines.push(drifted.length ? `drift: ${drifted.length} object(s) differ from the records; run \`markroute reconcile\`` : "drift: none");

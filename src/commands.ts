@@ -1,5 +1,6 @@
 // The CNI verbs as plain functions over a validated config: ADD, DEL, CHECK, GC, STATUS, VERSION.
 import { detectVariant } from "./backend/iptables.js";
+import { nftWorks } from "./backend/nftables.js";
 import { detectUplink, linkMasters } from "./backend/iproute.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import type { CniRequest } from "./cni/request.js";
@@ -55,17 +56,21 @@ export function nodeFacts(config: Config, families: Family[], cached: Partial<No
     const gw = gateway ?? detected?.gateway;
     if (dev && gw) uplinks[family] = { dev, gateway: gw };
   }
-  return { iptablesVariant: cached.iptablesVariant ?? detectVariant(), uplinks };
+  const backend = config.backend !== "auto" ? config.backend : (cached.backend ?? (nftWorks() ? "nftables" : "iptables"));
+  const iptablesVariant = backend === "iptables" ? (cached.iptablesVariant ?? detectVariant()) : cached.iptablesVariant;
+  return { backend, ...(iptablesVariant ? { iptablesVariant } : {}), uplinks };
 }
 
-const familiesOf = (m: HostMatch) => [...new Set(m.addresses.map((a) => a.family))];
+/** The families a plan needs an uplink for: the pod's, and IPv6 for the probe rewrite. */
+const familiesOf = (config: Config, m: HostMatch): Family[] =>
+  [...new Set([...m.addresses.map((a) => a.family), ...(config.ipv6ProbeRewrite ? [6 as const] : [])])];
 
 export async function add(config: Config, req: CniRequest): Promise<Outcome> {
   const attachment = attachmentOf(config, req);
   const hostMatch = hostMatchOf(config, req.ifName);
   const summary = await withState(config.stateDir, (tx) => {
-    const facts = nodeFacts(config, familiesOf(hostMatch), tx.index.facts);
-    tx.index.facts = { iptablesVariant: facts.iptablesVariant, uplinks: { ...tx.index.facts?.uplinks, ...facts.uplinks } };
+    const facts = nodeFacts(config, familiesOf(config, hostMatch), tx.index.facts);
+    tx.index.facts = { ...facts, uplinks: { ...tx.index.facts?.uplinks, ...facts.uplinks } };
     tx.add(planAttachment(config, attachment, hostMatch, facts));
     return tx.summary;
   });
@@ -140,7 +145,7 @@ export function version(cniVersion: unknown): Outcome {
 /** What an ADD would install for this netconf (the CLI's `plan`): nothing changes. */
 export function dryRun(config: Config, attachment: Attachment, ifName: string): AttachmentPlan & { keys: string[] } {
   const hostMatch = hostMatchOf(config, ifName);
-  const plan = planAttachment(config, attachment, hostMatch, nodeFacts(config, familiesOf(hostMatch)));
+  const plan = planAttachment(config, attachment, hostMatch, nodeFacts(config, familiesOf(config, hostMatch)));
   return { ...plan, keys: plan.objects.map(objectKey) };
 }
 

@@ -73,7 +73,13 @@ const netconfSchema = z.strictObject({
   gateway6: z.optional(address(6)),
   serviceCIDRs: z._default(z.optional(cidrList), []),
   excludeCIDRs: z._default(z.optional(cidrList), []),
-  backend: z._default(z.optional(z.enum(["auto", "iptables"])), "auto"),
+  backend: z._default(z.optional(z.enum(["auto", "iptables", "nftables"])), "auto"),
+  // Interface groups are 32-bit; 0 is every interface's default group.
+  linkGroup: z.optional(z.number().check(z.int(), z.minimum(1), z.maximum(0xffffffff))),
+  ipv6ProbeRewrite: z.optional(z.strictObject({
+    from: address(6).check(z.refine((a) => /^fe80:/i.test(a), "must be a link-local (fe80::/10) address: the probe's source")),
+    to: address(6).check(z.refine((a) => !/^fe80:/i.test(a), "must be a routable IPv6 address the node can forward")),
+  })),
   rpFilter: z._default(z.optional(z.enum(["loose", "unchanged"])), "loose"),
   stateDir: z._default(z.optional(z.string().check(z.regex(/^\/[A-Za-z0-9_.\/-]*$/, "must be an absolute path of letters, digits, _ . / -"))), "/var/lib/cni/markroute"),
   logFile: z._default(z.optional(z.string().check(z.regex(/^(\/[A-Za-z0-9_.\/-]*|stderr)$/, "must be an absolute path or \"stderr\""))), "/var/log/markroute.log"),
@@ -97,7 +103,9 @@ export interface Config {
   gateway6?: string;
   /** Service and excluded CIDRs together: none of them is ever marked. */
   exemptCIDRs: { cidr: Cidr; why: "service" | "exclude" }[];
-  backend: "iptables";
+  backend: "auto" | "iptables" | "nftables";
+  linkGroup?: number;
+  ipv6ProbeRewrite?: { from: string; to: string };
   rpFilter: "loose" | "unchanged";
   stateDir: string;
   logFile: string;
@@ -136,6 +144,7 @@ export function parseConfig(raw: unknown): Config {
   if ((mark & ~mask) >>> 0 !== 0) invalid("mark", `${hex(mark)} has bits outside mask ${hex(mask)}`);
   if (mark === 0) invalid("mark", "must not be 0: `fwmark 0/mask` would route every unmarked packet of the node through the policy table");
   if ((mask & KUBE_PROXY_MARK_BITS) !== 0) invalid("mask", `${hex(mask)} overlaps kube-proxy's masquerade/drop bits ${hex(KUBE_PROXY_MARK_BITS)}`);
+  if (c.ipv6ProbeRewrite && c.backend === "iptables") invalid("ipv6ProbeRewrite", "needs the nftables backend (a stateless rewrite before conntrack); set \"backend\": \"nftables\" or \"auto\"");
   return {
     cniVersion: c.cniVersion,
     name: c.name,
@@ -152,7 +161,9 @@ export function parseConfig(raw: unknown): Config {
       ...c.serviceCIDRs.map((s) => ({ cidr: parseCidr(s), why: "service" as const })),
       ...c.excludeCIDRs.map((s) => ({ cidr: parseCidr(s), why: "exclude" as const })),
     ],
-    backend: "iptables",
+    backend: c.backend,
+    linkGroup: c.linkGroup,
+    ipv6ProbeRewrite: c.ipv6ProbeRewrite && { from: canonicalAddress(c.ipv6ProbeRewrite.from), to: canonicalAddress(c.ipv6ProbeRewrite.to) },
     rpFilter: c.rpFilter,
     stateDir: c.stateDir,
     logFile: c.logFile,

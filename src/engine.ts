@@ -1,6 +1,6 @@
 // Reference-counted changes under the lock: records first, then the kernel, then the index.
 import { applyChange, driftOf, type Removal } from "./backend/apply.js";
-import { objectKey, type AttachmentPlan, type KernelObject } from "./plan.js";
+import { isPerPod, objectKey, type AttachmentPlan, type KernelObject } from "./plan.js";
 import { acquireLock } from "./state/lock.js";
 import {
   STATE_VERSION, StateStore, emptyIndex, kernelIdentity, type AttachmentRecord, type StateIndex, type StateStorage,
@@ -197,8 +197,8 @@ export class Transaction {
   }
 }
 
-/** Shared objects live in the index; a pod's own set elements only in its record (and the reference counts). */
-const isShared = (o: KernelObject) => o.kind !== "element";
+/** Shared objects live in the index; a pod's own objects only in its record (and the reference counts). */
+const isShared = (o: KernelObject) => !isPerPod(o);
 
 /**
  * Runs `fn` holding the state directory's lock. An index that is missing, dirty (an operation

@@ -15,13 +15,33 @@ export interface MarkChain {
   kind: "markChain"; family: Family; variant: IptablesVariant; chain: string; set: string;
   mark: number; mask: number; exempt: string[]; network: string;
 }
+/**
+ * Our nftables table for one network (both families): sets of (pod address, host interface) and
+ * of exempt CIDRs, a prerouting chain at mangle priority with the exemptions and the mark, and
+ * optionally the IPv6 probe rewrite. Elements are separate objects: they come and go with pods.
+ */
+export interface NftTable {
+  kind: "nftTable"; table: string; network: string; mark: number; mask: number;
+  exempt4: string[]; exempt6: string[];
+  /** Pods on interfaces of this group are marked by one rule, without elements. */
+  linkGroup?: number;
+  probeRewrite?: ProbeRewrite;
+}
+export interface ProbeRewrite { uplink: string; from: string; to: string }
+export interface NftElement { kind: "nftElement"; family: Family; table: string; address: string; iface: string; comment: string }
+/** The interface group set on a pod's host interface (config `linkGroup`). */
+export interface LinkGroup { kind: "linkGroup"; dev: string; group: number }
 export interface PolicyRule { kind: "rule"; family: Family; priority: number; mark: number; mask: number; table: number }
 /** `from all lookup main suppress_prefixlength N`, one priority ahead of the policy rule. */
 export interface SuppressRule { kind: "suppressRule"; family: Family; priority: number; prefixLength: number }
 export interface PolicyRoute { kind: "route"; family: Family; table: number; gateway: string; dev: string }
 export interface RpFilter { kind: "rpFilter"; dev: string; value: 2 }
 
-export type KernelObject = PodSet | SetElement | MarkChain | PolicyRule | SuppressRule | PolicyRoute | RpFilter;
+export type KernelObject =
+  | PodSet | SetElement | MarkChain | NftTable | NftElement | LinkGroup | PolicyRule | SuppressRule | PolicyRoute | RpFilter;
+
+/** Objects of one pod; every other kind is shared by the pods of a network (or of a node). */
+export const isPerPod = (o: KernelObject) => o.kind === "element" || o.kind === "nftElement" || o.kind === "linkGroup";
 
 /** Identity of a kernel object: two plans that produce the same key share (and ref-count) one object. */
 export function objectKey(o: KernelObject): string {
@@ -29,6 +49,9 @@ export function objectKey(o: KernelObject): string {
     case "ipset": return `ipset/${o.name}`;
     case "element": return `element/${o.set}/${o.address},${o.iface}`;
     case "markChain": return `markChain/${o.family}/${o.variant}/${o.chain}`;
+    case "nftTable": return `nftTable/${o.table}`;
+    case "nftElement": return `nftElement/${o.table}/${o.address},${o.iface}`;
+    case "linkGroup": return `linkGroup/${o.dev}`;
     case "rule": return `rule/${o.family}/${o.priority}/${o.mark}/${o.mask}/${o.table}`;
     case "suppressRule": return `suppressRule/${o.family}/${o.priority}/${o.prefixLength}`;
     case "route": return `route/${o.family}/${o.table}`;
@@ -57,8 +80,13 @@ export interface HostMatch {
 /** The node's way out for one family: from the netconf or the main table's default route. */
 export interface Uplink { dev: string; gateway: string }
 
+export type MarkBackend = "iptables" | "nftables";
+
 export interface NodeFacts {
-  iptablesVariant: IptablesVariant;
+  /** Which backend marks, once `auto` is resolved. */
+  backend: MarkBackend;
+  /** Detected only where the iptables backend marks. */
+  iptablesVariant?: IptablesVariant;
   uplinks: Partial<Record<Family, Uplink>>;
 }
 
@@ -72,6 +100,7 @@ export interface AttachmentPlan {
 const networkHash = (network: string) => fnv1a(network);
 export const chainName = (network: string) => `MARKROUTE-${networkHash(network)}`;
 export const setName = (network: string, family: Family) => `mr${family}-${networkHash(network)}`;
+export const nftTableName = (network: string) => `markroute-${networkHash(network)}`;
 
 function invalidPrevResult(reason: string): never {
   throw new CniError(ErrorCode.invalidConfig, `invalid netconf: prevResult: ${reason}`);
@@ -97,31 +126,62 @@ export function resolveHostMatch(prev: PrevResult, ifName: string, masterOf: (if
   return { iface: bridge, topology: "bridged", addresses };
 }
 
-/** The kernel objects an attachment needs: its set elements and the shared objects they depend on. */
+/** The kernel objects an attachment needs: its own (set elements, link group) and the shared ones they depend on. */
 export function planAttachment(config: Config, attachment: Attachment, hostMatch: HostMatch, facts: NodeFacts): AttachmentPlan {
   const families = [...new Set(hostMatch.addresses.map((a) => a.family))].sort();
   const comment = [
     attachment.podNamespace && attachment.podName ? `${attachment.podNamespace}/${attachment.podName}` : undefined,
     attachment.containerId.slice(0, 12),
     attachment.ifName,
-  ].filter(Boolean).join(" ").slice(0, 255); // ipset's limit for a comment
-  const objects: KernelObject[] = [];
-  for (const family of families) {
+  ].filter(Boolean).join(" ").slice(0, 255); // ipset's and nft's limit for a comment
+  const uplinkOf = (family: Family): Uplink => {
     const uplink = facts.uplinks[family];
-    if (!uplink) {
-      throw new CniError(ErrorCode.nodeNotReady,
-        `no IPv${family} uplink: the main table has no default route with a gateway; set "${family === 4 ? "uplink\" and \"gateway" : "uplink\" and \"gateway6"}" in the netconf`);
+    if (uplink) return uplink;
+    throw new CniError(ErrorCode.nodeNotReady,
+      `no IPv${family} uplink: the main table has no default route with a gateway; set "${family === 4 ? "uplink\" and \"gateway" : "uplink\" and \"gateway6"}" in the netconf`);
+  };
+  const uplinks = new Map(families.map((f) => [f, uplinkOf(f)]));
+  // A routed pod in a link group is matched by the group: one rule for all such pods, no elements.
+  const byGroup = config.linkGroup !== undefined && hostMatch.topology === "routed";
+  const objects: KernelObject[] = config.linkGroup !== undefined && byGroup
+    ? [{ kind: "linkGroup", dev: hostMatch.iface, group: config.linkGroup }]
+    : [];
+  if (facts.backend === "nftables") {
+    const table = nftTableName(config.name);
+    const exempt = (f: Family) => config.exemptCIDRs.filter((e) => e.cidr.family === f).map((e) => e.cidr.text);
+    objects.push({
+      kind: "nftTable", table, network: config.name, mark: config.mark, mask: config.mask,
+      exempt4: exempt(4), exempt6: exempt(6),
+      ...(config.linkGroup !== undefined ? { linkGroup: config.linkGroup } : {}),
+      ...(config.ipv6ProbeRewrite ? { probeRewrite: { uplink: uplinkOf(6).dev, ...config.ipv6ProbeRewrite } } : {}),
+    });
+    if (!byGroup) {
+      objects.push(...hostMatch.addresses.map((a): NftElement =>
+        ({ kind: "nftElement", family: a.family, table, address: a.address, iface: hostMatch.iface, comment })));
     }
-    const set = setName(config.name, family);
+  } else {
+    if (config.ipv6ProbeRewrite) {
+      throw new CniError(ErrorCode.invalidConfig, "invalid netconf: ipv6ProbeRewrite: needs the nftables backend (a stateless rewrite before conntrack), but this node uses iptables");
+    }
+    const variant = facts.iptablesVariant;
+    if (!variant) throw new Error("planAttachment: the iptables backend needs the iptables variant in the node facts");
+    for (const family of families) {
+      const set = setName(config.name, family);
+      objects.push(
+        { kind: "ipset", family, name: set },
+        ...hostMatch.addresses.filter((a) => a.family === family).map((a): SetElement =>
+          ({ kind: "element", family, set, address: a.address, iface: hostMatch.iface, comment })),
+        {
+          kind: "markChain", family, variant, chain: chainName(config.name), set,
+          mark: config.mark, mask: config.mask, network: config.name,
+          exempt: config.exemptCIDRs.filter((e) => e.cidr.family === family).map((e) => e.cidr.text),
+        },
+      );
+    }
+  }
+  for (const family of families) {
+    const uplink = uplinks.get(family)!;
     objects.push(
-      { kind: "ipset", family, name: set },
-      ...hostMatch.addresses.filter((a) => a.family === family).map((a): SetElement =>
-        ({ kind: "element", family, set, address: a.address, iface: hostMatch.iface, comment })),
-      {
-        kind: "markChain", family, variant: facts.iptablesVariant, chain: chainName(config.name), set,
-        mark: config.mark, mask: config.mask, network: config.name,
-        exempt: config.exemptCIDRs.filter((e) => e.cidr.family === family).map((e) => e.cidr.text),
-      },
       { kind: "rule", family, priority: config.rulePriority, mark: config.mark, mask: config.mask, table: config.table },
       ...(config.suppressMainPrefixLength === undefined ? [] : [{
         kind: "suppressRule" as const, family, priority: config.rulePriority - 1, prefixLength: config.suppressMainPrefixLength,

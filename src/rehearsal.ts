@@ -43,10 +43,9 @@ export async function rehearse(): Promise<void> {
       const config = parseConfig(decodeNetconf(readStdin(fd)));
       closeSync(fd);
       const hostMatch = resolveHostMatch(config.prevResult!, req.ifName, () => undefined);
-      const plan = planAttachment(config, attachmentOf(config, req), hostMatch, {
-        iptablesVariant: "nft",
-        uplinks: { 4: { dev: "eth0", gateway: "10.224.0.1" } },
-      });
+      const uplinks = { 4: { dev: "eth0", gateway: "10.224.0.1" } };
+      planAttachment(config, attachmentOf(config, req), hostMatch, { backend: "nftables", uplinks });
+      const plan = planAttachment(config, attachmentOf(config, req), hostMatch, { backend: "iptables", iptablesVariant: "nft", uplinks });
       const summary = await withState(config.stateDir, (tx) => {
         if (command === "ADD") tx.add(plan);
         else tx.remove(plan.id);

@@ -7,8 +7,10 @@ import {
 } from "../plan.js";
 import { MangleTable, destroySets, elementPresent, ipsetNames, restoreChains, restoreSets, setMembers } from "./iptables.js";
 import {
-  applyRouteBatch, readRpFilter, readRules, readTableRoutes, routeMatches, ruleMatches, suppressMatches, writeRpFilter,
+  applyLinkGroups, applyRouteBatch, linkGroups, readRpFilter, readRules, readTableRoutes, routeMatches, ruleMatches,
+  suppressMatches, writeRpFilter,
 } from "./iproute.js";
+import { NftTableState, applyNft } from "./nftables.js";
 
 type Of<K extends KernelObject["kind"]> = Extract<KernelObject, { kind: K }>;
 const ofKind = <K extends KernelObject["kind"]>(objects: KernelObject[], kind: K) =>
@@ -21,6 +23,8 @@ class KernelView {
   private rules = new Map<Family, ReturnType<typeof readRules>>();
   private members = new Map<string, ReturnType<typeof setMembers>>();
   private sets?: Set<string>;
+  private nft = new Map<string, NftTableState | undefined>();
+  private groups?: Map<string, string>;
 
   mangleOf(family: Family, variant: IptablesVariant): MangleTable {
     const k = `${family}/${variant}`;
@@ -34,6 +38,10 @@ class KernelView {
   setNames(): Set<string> {
     return (this.sets ??= ipsetNames());
   }
+  nftTable(table: string): NftTableState | undefined {
+    if (!this.nft.has(table)) this.nft.set(table, NftTableState.read(table));
+    return this.nft.get(table);
+  }
   membersOf(set: string) {
     if (!this.members.has(set)) this.members.set(set, setMembers(set));
     return this.members.get(set);
@@ -46,6 +54,12 @@ class KernelView {
       case "ipset": return this.setNames().has(o.name) ? [] : missing(`ipset ${o.name}`);
       case "element": return elementPresent(this.membersOf(o.set), o) ? [] : missing(`ipset element ${o.address},${o.iface} in ${o.set}`);
       case "markChain": return this.mangleOf(o.family, o.variant).drift(o);
+      case "nftTable": return this.nftTable(o.table)?.drift(o) ?? missing(`nftables table inet ${o.table}`);
+      case "nftElement": return this.nftTable(o.table)?.hasElement(o) ? [] : missing(`element ${o.address} . ${o.iface} in table inet ${o.table}`);
+      case "linkGroup": {
+        const group = (this.groups ??= linkGroups()).get(o.dev);
+        return group === String(o.group) ? [] : [`interface ${o.dev} is in group ${group ?? "(no such interface)"}, not ${o.group}`];
+      }
       case "rule": return this.rulesOf(o.family).some((e) => ruleMatches(e, o)) ? [] : missing(`ip -${o.family} rule ${o.priority}: fwmark 0x${o.mark.toString(16)}/0x${o.mask.toString(16)} lookup ${o.table}`);
       case "suppressRule": return this.rulesOf(o.family).some((e) => suppressMatches(e, o)) ? [] : missing(`ip -${o.family} rule ${o.priority}: lookup main suppress_prefixlength ${o.prefixLength}`);
       case "route": return readTableRoutes(o.family, o.table).some((e) => routeMatches(e, o)) ? [] : missing(`default via ${o.gateway} dev ${o.dev} in table ${o.table} (IPv${o.family})`);
@@ -97,6 +111,9 @@ export function applyChange(install: KernelObject[], remove: Removal[]): Map<str
   }
 
   if (setsOut.length) destroySets(setsOut, view.setNames());
+
+  applyNft(ofKind(install, "nftTable"), ofKind(install, "nftElement"), ofKind(removed, "nftElement"), ofKind(removed, "nftTable"));
+  applyLinkGroups(ofKind(install, "linkGroup"), ofKind(removed, "linkGroup"));
 
   const routing = [...ofKind(install, "rule"), ...ofKind(install, "suppressRule"), ...ofKind(install, "route"),
     ...ofKind(removed, "rule"), ...ofKind(removed, "suppressRule"), ...ofKind(removed, "route")];

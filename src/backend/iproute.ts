@@ -2,7 +2,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { mustRun, runTool, toolFailure } from "../kernel/exec.js";
 import type { Family } from "../net/cidr.js";
-import type { PolicyRoute, PolicyRule, SuppressRule, Uplink } from "../plan.js";
+import type { LinkGroup, PolicyRoute, PolicyRule, SuppressRule, Uplink } from "../plan.js";
 
 interface IpRuleEntry { priority: number; fwmark?: string; fwmask?: string; table?: string; suppress_prefixlen?: number; src?: string }
 interface IpRouteEntry { dst: string; gateway?: string; dev?: string; metric?: number }
@@ -63,10 +63,28 @@ export function detectUplink(family: Family): Uplink | undefined {
   return best && { dev: best.dev!, gateway: best.gateway! };
 }
 
+interface IpLink { ifname: string; master?: string; group?: string }
+const readLinks = () => JSON.parse(mustRun(["ip", "-j", "link", "show"]) || "[]") as IpLink[];
+
 /** interface name → the bridge it is enslaved to. */
 export function linkMasters(): Map<string, string> {
-  const links = JSON.parse(mustRun(["ip", "-j", "link", "show"]) || "[]") as { ifname: string; master?: string }[];
-  return new Map(links.filter((l) => l.master).map((l) => [l.ifname, l.master!]));
+  return new Map(readLinks().filter((l) => l.master).map((l) => [l.ifname, l.master!]));
+}
+
+/** interface name → its group as `ip` prints it ("default" for 0). */
+export const linkGroups = () => new Map(readLinks().map((l) => [l.ifname, l.group ?? "default"]));
+
+/**
+ * Sets pods' host interfaces into their group, and puts back the default group on those that
+ * still exist when their pod goes (an interface already gone is left alone).
+ */
+export function applyLinkGroups(set: LinkGroup[], reset: LinkGroup[]): void {
+  const existing = reset.length ? linkGroups() : new Map<string, string>();
+  const lines = [
+    ...set.map((g) => `link set dev ${g.dev} group ${g.group}`),
+    ...reset.filter((g) => existing.has(g.dev)).map((g) => `link set dev ${g.dev} group default`),
+  ];
+  if (lines.length) mustRun(["ip", "-batch", "-"], lines.join("\n") + "\n");
 }
 
 const rpFilterPath = (dev: string) => `/proc/sys/net/ipv4/conf/${dev}/rp_filter`;

@@ -66,6 +66,7 @@ function baseNetconf(rowDir: string): Record<string, unknown> {
     cniVersion: '1.0.0',
     name: 'mrbad',
     type: 'markroute',
+    backend: 'iptables',
     stateDir: join(rowDir, 'state'),
     logFile: join(rowDir, 'markroute.log'),
     prevResult: PREV,

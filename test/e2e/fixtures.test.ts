@@ -67,7 +67,7 @@ function node(): { stateDir: string; logFile: string } {
 /** The captured netconf as markroute's: type replaced, stateDir/logFile added, the spy's own knob dropped. */
 function netconfOf(fx: Fixture, where: { stateDir: string; logFile: string }): Record<string, any> {
   const { spySleepSec: _spy, ...rest } = fx.stdin;
-  return { ...rest, type: 'markroute', ...where };
+  return { ...rest, type: 'markroute', backend: 'iptables', ...where };
 }
 
 /** Runs one captured call as markroute; VERSION probes go as captured. */

@@ -12,7 +12,9 @@ import type { Snapshot } from './snapshot.ts';
  * and (when given) its range, markroute's stateDir and logFile. Everything else is what users
  * install, so the suites test the real conflists.
  */
-export function loadConflist(lab: Lab, file: string, range?: { subnet: string; gateway?: string }): Conflist {
+export type Backend = 'iptables' | 'nftables';
+
+export function loadConflist(lab: Lab, file: string, range?: { subnet: string; gateway?: string }, backend: Backend = 'iptables'): Conflist {
   const list = JSON.parse(readFileSync(join(REPO_ROOT, 'conflists', file), 'utf8')) as Conflist;
   const main = list.plugins[0]! as any;
   main.ipam.dataDir = join(lab.dir, 'ipam');
@@ -20,15 +22,18 @@ export function loadConflist(lab: Lab, file: string, range?: { subnet: string; g
   const mr = list.plugins.find((p) => p.type === 'markroute')!;
   mr.stateDir = join(lab.dir, 'state');
   mr.logFile = join(lab.dir, 'markroute.log');
+  // The shipped conflists say `auto`; a suite names the backend whose kernel objects it asserts.
+  mr.backend = backend;
   return list;
 }
 
 /** 10-ptp-markroute.conflist on the lab's ptp subnet (ptp, then markroute). */
-export const loadPtpConflist = (lab: Lab): Conflist => loadConflist(lab, '10-ptp-markroute.conflist', { subnet: lab.subnets.ptp });
+export const loadPtpConflist = (lab: Lab, backend?: Backend): Conflist =>
+  loadConflist(lab, '10-ptp-markroute.conflist', { subnet: lab.subnets.ptp }, backend);
 
 /** 10-bridge-markroute.conflist on the lab's bridge subnet, cni0 holding its first address. */
-export const loadBridgeConflist = (lab: Lab): Conflist =>
-  loadConflist(lab, '10-bridge-markroute.conflist', { subnet: lab.subnets.bridge, gateway: '10.244.1.1' });
+export const loadBridgeConflist = (lab: Lab, backend?: Backend): Conflist =>
+  loadConflist(lab, '10-bridge-markroute.conflist', { subnet: lab.subnets.bridge, gateway: '10.244.1.1' }, backend);
 
 // ---- markroute's objects in a Snapshot ------------------------------------------------
 

@@ -39,7 +39,9 @@ describe('defaults', () => {
       gateway: undefined,
       gateway6: undefined,
       exemptCIDRs: [],
-      backend: 'iptables',
+      backend: 'auto',
+      linkGroup: undefined,
+      ipv6ProbeRewrite: undefined,
       rpFilter: 'loose',
       stateDir: '/var/lib/cni/markroute',
       logFile: '/var/log/markroute.log',
@@ -50,7 +52,7 @@ describe('defaults', () => {
     });
   });
 
-  test('the design §3 example (without the not-yet-implemented linkGroup) parses to exact values', () => {
+  test('the design §3 example parses to exact values', () => {
     const c = parseConfig({
       ...base,
       mode: 'transparent-tunnel',
@@ -64,12 +66,13 @@ describe('defaults', () => {
       serviceCIDRs: ['10.0.0.0/16', 'fd00:10::/108'],
       excludeCIDRs: ['168.63.129.16/32'],
       backend: 'auto',
+      linkGroup: 8,
       rpFilter: 'loose',
       stateDir: '/var/lib/cni/markroute',
       logFile: '/var/log/markroute.log',
       logLevel: 'info',
     });
-    expect(c).toMatchObject({ mark: 16, mask: 16, table: 100, rulePriority: 32765, uplink: 'eth0', gateway: '10.224.0.1', gateway6: 'fe80::1', backend: 'iptables' });
+    expect(c).toMatchObject({ mark: 16, mask: 16, table: 100, rulePriority: 32765, uplink: 'eth0', gateway: '10.224.0.1', gateway6: 'fe80::1', backend: 'auto', linkGroup: 8 });
     expect(c.exemptCIDRs).toEqual([
       { cidr: { family: 4, text: '10.0.0.0/16' }, why: 'service' },
       { cidr: { family: 6, text: 'fd00:10::/108' }, why: 'service' },
@@ -77,9 +80,21 @@ describe('defaults', () => {
     ]);
   });
 
-  test('backend "auto" and "iptables" both mean iptables until nftables exists', () => {
-    expect(parseConfig({ ...base, backend: 'auto' }).backend).toBe('iptables');
-    expect(parseConfig({ ...base, backend: 'iptables' }).backend).toBe('iptables');
+  test('backend is kept as given: auto is resolved on the node, at ADD', () => {
+    for (const backend of ['auto', 'iptables', 'nftables']) expect(parseConfig({ ...base, backend }).backend).toBe(backend);
+  });
+
+  test('ipv6ProbeRewrite: a link-local source to a routable one, canonicalised; refused with the iptables backend', () => {
+    const c = parseConfig({ ...base, ipv6ProbeRewrite: { from: 'FE80::1234:5678:9ABC', to: '2603:1062:0:1:fe80:1234:5678:9abc' } });
+    expect(c.ipv6ProbeRewrite).toEqual({ from: 'fe80::1234:5678:9abc', to: '2603:1062:0:1:fe80:1234:5678:9abc' });
+    expectInvalid({ ipv6ProbeRewrite: { from: '2603::1', to: '2603::2' } }, /^invalid netconf: ipv6ProbeRewrite\.from: must be a link-local/);
+    expectInvalid({ ipv6ProbeRewrite: { from: 'fe80::1', to: 'fe80::2' } }, /^invalid netconf: ipv6ProbeRewrite\.to: must be a routable/);
+    expectInvalid({ backend: 'iptables', ipv6ProbeRewrite: { from: 'fe80::1', to: '2603::2' } }, /^invalid netconf: ipv6ProbeRewrite: needs the nftables backend/);
+  });
+
+  test('linkGroup: 1 to 2^32-1', () => {
+    expect(parseConfig({ ...base, linkGroup: 8 }).linkGroup).toBe(8);
+    for (const linkGroup of [0, -1, 2 ** 32, 1.5, '8']) expectInvalid({ linkGroup }, /^invalid netconf: linkGroup: /);
   });
 
   test('every supported cniVersion is accepted and kept', () => {

@@ -39,7 +39,7 @@ class FakeKernel implements Kernel {
   }
 }
 
-const facts: NodeFacts = { iptablesVariant: "nft", uplinks: { 4: { dev: "eth0", gateway: "10.224.0.1" } } };
+const facts: NodeFacts = { backend: "iptables", iptablesVariant: "nft", uplinks: { 4: { dev: "eth0", gateway: "10.224.0.1" } } };
 
 function planFor(pod: number, overrides: Record<string, unknown> = {}) {
   const config = parseConfig({

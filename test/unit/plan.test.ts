@@ -109,6 +109,7 @@ describe('resolveHostMatch', () => {
 describe('planAttachment', () => {
   const att: Attachment = { network: 'mrnet', containerId: '7e84a9894ae7dbed813078e2f9d81cc1', ifName: 'eth0', podNamespace: 'team-a', podName: 'web-1' };
   const facts: NodeFacts = {
+    backend: 'iptables',
     iptablesVariant: 'nft',
     uplinks: { 4: { dev: 'eth0', gateway: '10.224.0.1' }, 6: { dev: 'eth0', gateway: 'fe80::1' } },
   };
@@ -159,26 +160,27 @@ describe('planAttachment', () => {
     });
     const hm: HostMatch = { iface: 'cni0', topology: 'bridged', addresses: [{ family: 6, address: 'fd00:244:0:1::7' }, { family: 4, address: '10.244.1.7' }] };
     const plan = planAttachment(c, { network: 'mrnet', containerId: 'abc', ifName: 'eth0' }, hm, { ...facts, iptablesVariant: 'legacy' });
+    // Marking objects of every family first, then the routing objects of each.
     expect(plan.objects).toEqual([
       { kind: 'ipset', family: 4, name: set4 },
       { kind: 'element', family: 4, set: set4, address: '10.244.1.7', iface: 'cni0', comment: 'abc eth0' },
       { kind: 'markChain', family: 4, variant: 'legacy', chain, set: set4, mark: 0x10000, mask: 0xff0000, exempt: ['10.0.0.0/16', '168.63.129.16/32'], network: 'mrnet' },
+      { kind: 'ipset', family: 6, name: set6 },
+      { kind: 'element', family: 6, set: set6, address: 'fd00:244:0:1::7', iface: 'cni0', comment: 'abc eth0' },
+      { kind: 'markChain', family: 6, variant: 'legacy', chain, set: set6, mark: 0x10000, mask: 0xff0000, exempt: ['fd00:10::/108'], network: 'mrnet' },
       { kind: 'rule', family: 4, priority: 200, mark: 0x10000, mask: 0xff0000, table: 7 },
       { kind: 'suppressRule', family: 4, priority: 199, prefixLength: 0 },
       { kind: 'route', family: 4, table: 7, gateway: '10.224.0.1', dev: 'eth0' },
       { kind: 'rpFilter', dev: 'eth0', value: 2 },
-      { kind: 'ipset', family: 6, name: set6 },
-      { kind: 'element', family: 6, set: set6, address: 'fd00:244:0:1::7', iface: 'cni0', comment: 'abc eth0' },
-      { kind: 'markChain', family: 6, variant: 'legacy', chain, set: set6, mark: 0x10000, mask: 0xff0000, exempt: ['fd00:10::/108'], network: 'mrnet' },
       { kind: 'rule', family: 6, priority: 200, mark: 0x10000, mask: 0xff0000, table: 7 },
       { kind: 'suppressRule', family: 6, priority: 199, prefixLength: 0 },
       { kind: 'route', family: 6, table: 7, gateway: 'fe80::1', dev: 'eth0' },
     ]);
     expect(plan.objects.map(objectKey)).toEqual([
-      `ipset/${set4}`, `element/${set4}/10.244.1.7,cni0`, `markChain/4/legacy/${chain}`, 'rule/4/200/65536/16711680/7',
-      'suppressRule/4/199/0', 'route/4/7', 'rpFilter/eth0',
-      `ipset/${set6}`, `element/${set6}/fd00:244:0:1::7,cni0`, `markChain/6/legacy/${chain}`, 'rule/6/200/65536/16711680/7',
-      'suppressRule/6/199/0', 'route/6/7',
+      `ipset/${set4}`, `element/${set4}/10.244.1.7,cni0`, `markChain/4/legacy/${chain}`,
+      `ipset/${set6}`, `element/${set6}/fd00:244:0:1::7,cni0`, `markChain/6/legacy/${chain}`,
+      'rule/4/200/65536/16711680/7', 'suppressRule/4/199/0', 'route/4/7', 'rpFilter/eth0',
+      'rule/6/200/65536/16711680/7', 'suppressRule/6/199/0', 'route/6/7',
     ]);
   });
 
@@ -202,11 +204,11 @@ describe('planAttachment', () => {
   });
 
   test('no uplink for a family is error 102 naming the netconf fields to set', () => {
-    const noV4 = cniError(() => planAttachment(config(), att, routed4, { iptablesVariant: 'nft', uplinks: {} }));
+    const noV4 = cniError(() => planAttachment(config(), att, routed4, { backend: 'iptables', iptablesVariant: 'nft', uplinks: {} }));
     expect(noV4.code).toBe(102);
     expect(noV4.message).toBe('no IPv4 uplink: the main table has no default route with a gateway; set "uplink" and "gateway" in the netconf');
     const dual: HostMatch = { ...routed4, addresses: [...routed4.addresses, { family: 6, address: 'fd00:244::5' }] };
-    const noV6 = cniError(() => planAttachment(config(), att, dual, { iptablesVariant: 'nft', uplinks: { 4: facts.uplinks[4]! } }));
+    const noV6 = cniError(() => planAttachment(config(), att, dual, { backend: 'iptables', iptablesVariant: 'nft', uplinks: { 4: facts.uplinks[4]! } }));
     expect(noV6.code).toBe(102);
     expect(noV6.message).toBe('no IPv6 uplink: the main table has no default route with a gateway; set "uplink" and "gateway6" in the netconf');
   });
