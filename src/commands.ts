@@ -120,15 +120,22 @@ export async function gc(config: Config): Promise<Outcome> {
 
 /** STATUS (CNI 1.1): code 50 with the reason when this node cannot serve ADD. */
 export function status(config: Config): Outcome {
-  for (const tool of [["ip", "-V"], ["ipset", "version"], ["iptables-nft-restore", "--version"]]) {
+  const facts = nodeFacts(config, [4, 6]);
+  const tools = facts.backend === "nftables"
+    ? [["nft", "--version"]]
+    : [["ipset", "version"], [`iptables-${facts.iptablesVariant}-restore`, "--version"]];
+  for (const tool of [["ip", "-V"], ...tools]) {
+    let works = false;
     try {
-      if (runTool(tool).status !== 0) throw new Error();
+      works = runTool(tool).status === 0;
     } catch {
-      throw new CniError(ErrorCode.pluginNotAvailable, `${tool[0]} is missing or broken on this node`);
+      // not installed: reported below
     }
+    if (!works) throw new CniError(ErrorCode.pluginNotAvailable, `${tool[0]} is missing or broken on this node (backend ${facts.backend})`);
   }
-  const facts = nodeFacts(config, [4]);
-  if (!facts.uplinks[4]) throw new CniError(ErrorCode.pluginNotAvailable, "no uplink: the main table has no default route with a gateway, and the netconf sets none");
+  if (!facts.uplinks[4] && !facts.uplinks[6]) {
+    throw new CniError(ErrorCode.pluginNotAvailable, "no uplink: the main table has no default route with a gateway, and the netconf sets none");
+  }
   return {};
 }
 
