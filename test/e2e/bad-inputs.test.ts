@@ -1,16 +1,20 @@
 // Bad inputs fed to dist/markroute in one node namespace: every one is refused with exactly one
 // CNI error object on stdout (the expected code, a message naming the field or the reason), a
 // non-zero exit, a quiet stderr, and — over the whole table — no change at all to the namespace's
-// iptables (nft and legacy), ipsets, ip rules and routes, and no attachment recorded.
+// iptables (nft and legacy), ipsets, nftables ruleset, ip rules and routes, and no attachment
+// recorded. The table runs once per marking backend (iptables, nftables).
 import { spawnSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { createNodeNamespace, findPlugin, nsExec, REPO_ROOT, removeNamespace, run, snapshot, sweepStaleLabs } from '../lab/index.ts';
+import { createNodeNamespace, findPlugin, nsExec, REPO_ROOT, removeNamespace, run, snapshot, sweepStaleLabs, type Backend } from '../lab/index.ts';
+import { markrouteTables, nftPodElements } from '../lab/nft.ts';
+import { nftTableName } from '../../src/plan.ts';
 
 const SUPPORTED = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
+const BACKENDS: Backend[] = ['iptables', 'nftables'];
 const cniPath = process.env.MARKROUTE_CNI_PATH?.split(':') ?? [join(REPO_ROOT, 'dist')];
 // Named like the lab's namespaces so that a killed run's leftovers are swept by the next lab.
 const NS = `mr-p${process.pid}s${randomInt(100_000_000, 999_999_999)}-bad`;
@@ -61,12 +65,12 @@ function baseEnv(command: string, containerId: string): Record<string, string> {
   };
 }
 
-function baseNetconf(rowDir: string): Record<string, unknown> {
+function baseNetconf(rowDir: string, backend: Backend): Record<string, unknown> {
   return {
     cniVersion: '1.0.0',
     name: 'mrbad',
     type: 'markroute',
-    backend: 'iptables',
+    backend,
     stateDir: join(rowDir, 'state'),
     logFile: join(rowDir, 'markroute.log'),
     prevResult: PREV,
@@ -143,6 +147,8 @@ interface Row {
 }
 
 const BIG = 1024 * 1024;
+// An Azure load balancer's IPv6 probe source and the routable address it is rewritten to.
+const PROBE = { from: 'fe80::1234:5678:9abc', to: '2603:1062:0:1:fe80:1234:5678:9abc' };
 const shellNames = ['eth0;rm -rf /', '$(id)', 'eth 0', '`id`', 'eth0|true', 'x23456789abcdef0'];
 
 const rows: Row[] = [
@@ -218,6 +224,54 @@ const rows: Row[] = [
   { name: 'unknown backend', netconf: { backend: 'ebpf' }, code: 7, msg: ['backend'] },
   { name: 'unknown rpFilter', netconf: { rpFilter: 'strict' }, code: 7, msg: ['rpFilter'] },
   { name: 'unknown logLevel', netconf: { logLevel: 'loud' }, code: 7, msg: ['logLevel'] },
+
+  // ---- linkGroup: an interface group, 32 bits; 0 is every interface's default group
+  { name: 'linkGroup 0 (every interface\'s default group)', netconf: { linkGroup: 0 }, code: 7, msg: ['invalid netconf: linkGroup: Too small', '>=1'] },
+  { name: 'negative linkGroup', netconf: { linkGroup: -8 }, code: 7, msg: ['invalid netconf: linkGroup: Too small', '>=1'] },
+  { name: 'linkGroup 2^32 (above 32 bits)', netconf: { linkGroup: 2 ** 32 }, code: 7, msg: ['invalid netconf: linkGroup: Too big', '<=4294967295'] },
+  { name: 'linkGroup as a string', netconf: { linkGroup: '8' }, code: 7, msg: ['invalid netconf: linkGroup', 'expected number, received string'] },
+  { name: 'fractional linkGroup', netconf: { linkGroup: 8.5 }, code: 7, msg: ['invalid netconf: linkGroup', 'expected int'] },
+
+  // ---- ipv6ProbeRewrite: from a link-local (fe80::/10) source to a routable one, nftables only
+  {
+    name: 'ipv6ProbeRewrite from a routable address', netconf: { ipv6ProbeRewrite: { ...PROBE, from: '2603:1062:0:1::9abc' } },
+    code: 7, msg: ['invalid netconf: ipv6ProbeRewrite.from: must be a link-local (fe80::/10) address'],
+  },
+  {
+    name: 'ipv6ProbeRewrite from an IPv4 address', netconf: { ipv6ProbeRewrite: { ...PROBE, from: '168.63.129.16' } },
+    code: 7, msg: ['invalid netconf: ipv6ProbeRewrite.from: must be an IPv6 address'],
+  },
+  {
+    name: 'ipv6ProbeRewrite to a link-local address (fe80::2)', netconf: { ipv6ProbeRewrite: { ...PROBE, to: 'fe80::2' } },
+    code: 7, msg: ['invalid netconf: ipv6ProbeRewrite.to: must be a routable IPv6 address'],
+  },
+  // fe80::/10 runs from fe80:: to febf:ffff:...: the kernel gives febf::1 link-local scope and never forwards it.
+  {
+    name: 'ipv6ProbeRewrite to a link-local address (febf::1, in fe80::/10)', netconf: { ipv6ProbeRewrite: { ...PROBE, to: 'febf::1' } },
+    code: 7, msg: ['invalid netconf: ipv6ProbeRewrite.to: must be a routable IPv6 address'],
+  },
+  {
+    name: 'ipv6ProbeRewrite to the loopback address', netconf: { ipv6ProbeRewrite: { ...PROBE, to: '::1' } },
+    code: 7, msg: ['invalid netconf: ipv6ProbeRewrite.to: must be a routable IPv6 address'],
+  },
+  {
+    name: 'ipv6ProbeRewrite to a multicast address', netconf: { ipv6ProbeRewrite: { ...PROBE, to: 'ff02::1' } },
+    code: 7, msg: ['invalid netconf: ipv6ProbeRewrite.to: must be a routable IPv6 address'],
+  },
+  {
+    name: 'ipv6ProbeRewrite with an extra key', netconf: { ipv6ProbeRewrite: { ...PROBE, uplink: 'eth0' } },
+    code: 7, msg: ['invalid netconf: ipv6ProbeRewrite: Unrecognized key: "uplink"'],
+  },
+  { name: 'ipv6ProbeRewrite without to', netconf: { ipv6ProbeRewrite: { from: PROBE.from } }, code: 7, msg: ['invalid netconf: ipv6ProbeRewrite.to', 'expected string'] },
+  { name: 'ipv6ProbeRewrite as a string', netconf: { ipv6ProbeRewrite: PROBE.from }, code: 7, msg: ['invalid netconf: ipv6ProbeRewrite', 'expected object'] },
+  {
+    name: 'ipv6ProbeRewrite with backend iptables', netconf: { backend: 'iptables', ipv6ProbeRewrite: PROBE },
+    code: 7, msg: ['invalid netconf: ipv6ProbeRewrite: needs the nftables backend', '"backend"'],
+  },
+  {
+    name: 'ipv6ProbeRewrite with backend "ebpf"', netconf: { backend: 'ebpf', ipv6ProbeRewrite: PROBE },
+    code: 7, msg: ['invalid netconf: backend: Invalid option', '"iptables"|"nftables"'],
+  },
   { name: 'unsupported cniVersion 0.2.0', netconf: { cniVersion: '0.2.0' }, code: 1, msg: ['cniVersion 0.2.0 is not supported', '0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0'] },
   { name: 'unsupported cniVersion 2.0.0', netconf: { cniVersion: '2.0.0' }, code: 1, msg: ['cniVersion 2.0.0 is not supported'] },
   { name: 'missing cniVersion', netconf: { cniVersion: undefined }, code: 7, msg: ['cniVersion'] },
@@ -286,6 +340,16 @@ const rows: Row[] = [
   { name: 'VERSION with malformed JSON', command: 'VERSION', stdin: '{"cniVersion":', code: 6, msg: ['cannot decode the netconf on stdin'], logged: false },
 ];
 
+/** The table for one backend: the rows above, and those whose answer depends on the backend. */
+const rowsFor = (backend: Backend): Row[] => [
+  ...rows,
+  // The node namespace has no IPv6 default route: nftables plans the rewrite and finds no IPv6
+  // uplink for it; iptables cannot rewrite at all.
+  backend === 'nftables'
+    ? { name: 'ipv6ProbeRewrite on a node without an IPv6 default route', netconf: { ipv6ProbeRewrite: PROBE }, code: 102, msg: ['no IPv6 uplink', 'gateway6'] }
+    : { name: 'ipv6ProbeRewrite on a node without an IPv6 default route', netconf: { ipv6ProbeRewrite: PROBE }, code: 7, msg: ['invalid netconf: ipv6ProbeRewrite: needs the nftables backend'] },
+];
+
 // One namespace for the whole file: the table and the cases after it.
 beforeAll(() => {
   bin = findPlugin('markroute', cniPath)!;
@@ -302,12 +366,13 @@ afterAll(() => {
   expect(run(['ip', 'netns', 'list']).stdout).not.toContain(NS);
 });
 
-describe('bad inputs to dist/markroute', () => {
+describe.each(BACKENDS)('bad inputs to dist/markroute, backend %s', (backend) => {
   let before: Record<string, string>;
+  const table = rowsFor(backend);
 
   test('a valid ADD installs and its DEL removes everything', () => {
-    const rowDir = join(dir, 'valid');
-    const conf = baseNetconf(rowDir);
+    const rowDir = join(dir, `valid-${backend}`);
+    const conf = baseNetconf(rowDir, backend);
     const cid = newContainerId();
     const pristine = snapshot(NS);
 
@@ -316,7 +381,19 @@ describe('bad inputs to dist/markroute', () => {
     expect(add.status, add.stdout).toBe(0);
     expect(JSON.parse(add.stdout)).toEqual(PREV);
     const mid = kernelState();
-    expect(mid['ipset list']).toMatch(new RegExp(`^10\\.244\\.0\\.5,${HOST_VETH} comment "default/bad-inputs ${cid.slice(0, 12)} eth0"$`, 'm'));
+    const s = snapshot(NS);
+    if (backend === 'iptables') {
+      expect(mid['ipset list']).toMatch(new RegExp(`^10\\.244\\.0\\.5,${HOST_VETH} comment "default/bad-inputs ${cid.slice(0, 12)} eth0"$`, 'm'));
+      expect(markrouteTables(s)).toEqual([]);
+    } else {
+      // one table of our own, the pod as one element of its IPv4 set; no ipset, no iptables chain
+      expect(markrouteTables(s)).toEqual([nftTableName('mrbad')]);
+      expect(nftPodElements(s)).toEqual([
+        { table: nftTableName('mrbad'), set: 'pods4', address: '10.244.0.5', iface: HOST_VETH, comment: `default/bad-inputs ${cid.slice(0, 12)} eth0` },
+      ]);
+      expect(s.ipset).toBe(pristine.ipset);
+      expect(s.iptables).toEqual(pristine.iptables);
+    }
     expect(mid['ip -4 -j rule']).toContain('"priority":32765,"src":"all","fwmark":"0x10","fwmask":"0x10","table":"100"');
     expect(JSON.parse(nsExec(NS, ['ip', '-j', 'route', 'show', 'table', '100']).stdout)).toEqual([
       { dst: 'default', gateway: '10.224.0.1', dev: 'eth0', flags: [] },
@@ -333,15 +410,15 @@ describe('bad inputs to dist/markroute', () => {
     before = kernelState();
   });
 
-  test(`the table has at least 30 rows (${rows.length})`, () => {
-    expect(rows.length).toBeGreaterThanOrEqual(30);
-    expect(new Set(rows.map((r) => r.name)).size).toBe(rows.length);
+  test(`the table has at least 30 rows (${table.length})`, () => {
+    expect(table.length).toBeGreaterThanOrEqual(30);
+    expect(new Set(table.map((r) => r.name)).size).toBe(table.length);
   });
 
-  test.each(rows.map((r) => [r.name, r] as const))('%s', (_name, row) => {
+  test.each(table.map((r) => [r.name, r] as const))('%s', (_name, row) => {
     const rowDir = join(dir, `row${++rowSeq}`);
     mkdirSync(rowDir, { recursive: true });
-    const valid = baseNetconf(rowDir);
+    const valid = baseNetconf(rowDir, backend);
     const conf = merge(valid, row.netconf ?? {});
     const stdin = row.stdin === undefined ? JSON.stringify(conf) : typeof row.stdin === 'string' ? row.stdin : row.stdin(valid);
     const env = merge(baseEnv(row.command ?? 'ADD', newContainerId()), row.env ?? {}) as Record<string, string | undefined>;
@@ -363,15 +440,16 @@ describe('bad inputs to dist/markroute', () => {
     }
   });
 
-  test('after the whole table the namespace is byte-for-byte as before', () => {
+  test('after the whole table the namespace is byte-for-byte as before (iptables, ipset, nft ruleset, rules, routes, rp_filter)', () => {
     expect(before, 'the valid ADD+DEL must pass first').toBeDefined();
+    expect(Object.keys(before)).toContain('nft list ruleset');
     const after = kernelState();
     for (const key of Object.keys(before)) expect(after[key], key).toBe(before[key]);
   });
 
   test('without CNI_COMMAND the binary is the CLI: usage on stderr, nothing on stdout, nothing changed', () => {
     const { CNI_COMMAND: _c, ...env } = baseEnv('ADD', newContainerId());
-    const r = plugin(env, JSON.stringify(baseNetconf(join(dir, 'cli'))));
+    const r = plugin(env, JSON.stringify(baseNetconf(join(dir, `cli-${backend}`), backend)));
     expect(r.status).toBe(1);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(/^Usage: markroute /);
@@ -379,8 +457,8 @@ describe('bad inputs to dist/markroute', () => {
   });
 
   test('DEL with an empty CNI_NETNS and no prevResult of a container never added succeeds silently', () => {
-    const rowDir = join(dir, 'del-never-added');
-    const r = plugin({ ...baseEnv('DEL', newContainerId()), CNI_NETNS: '' }, JSON.stringify(merge(baseNetconf(rowDir), { prevResult: undefined })));
+    const rowDir = join(dir, `del-never-added-${backend}`);
+    const r = plugin({ ...baseEnv('DEL', newContainerId()), CNI_NETNS: '' }, JSON.stringify(merge(baseNetconf(rowDir, backend), { prevResult: undefined })));
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('');
     expect(r.status).toBe(0);
@@ -389,10 +467,10 @@ describe('bad inputs to dist/markroute', () => {
   });
 
   test('DEL repeated, and DEL with no CNI_ARGS at all, of a container never added succeed silently', () => {
-    const rowDir = join(dir, 'del-twice');
+    const rowDir = join(dir, `del-twice-${backend}`);
     const cid = newContainerId();
     for (const env of [baseEnv('DEL', cid), baseEnv('DEL', cid), { ...baseEnv('DEL', cid), CNI_ARGS: undefined }]) {
-      const r = plugin(env, JSON.stringify(baseNetconf(rowDir)));
+      const r = plugin(env, JSON.stringify(baseNetconf(rowDir, backend)));
       expect([r.status, r.stdout, r.stderr]).toEqual([0, '', '']);
     }
     expect(kernelState()).toEqual(before);
@@ -402,8 +480,11 @@ describe('bad inputs to dist/markroute', () => {
 // Inputs that pass validation but that the node cannot carry out. These run after the table and
 // compare normalised snapshots (so they also hold when run alone, e.g. with -t). They may leave
 // the namespace changed when they fail, so each has its own network name and policy table: one's
-// leftovers do not disturb another's before/after comparison.
-describe('inputs validation lets through', () => {
+// leftovers do not disturb another's before/after comparison (the nftables runs add 10 to the
+// table and "-nft" to the name).
+describe.each(BACKENDS)('inputs validation lets through, backend %s', (backend) => {
+  const sfx = backend === 'iptables' ? '' : '-nft';
+  const tbl = (t: number) => (backend === 'iptables' ? t : t + 10);
   const cleanRun = (stateDir: string, env: Record<string, string | undefined>, conf: Record<string, unknown>) => {
     const r = plugin(env, JSON.stringify(conf));
     return { ...r, records: records(stateDir) };
@@ -414,11 +495,11 @@ describe('inputs validation lets through', () => {
   // 5762340 a 250-character ID passed validation and ADD failed with ENAMETOOLONG (code 101),
   // leaving a dirty index that made every later DEL fail.
   test('the longest names validation accepts can be added and deleted', () => {
-    const rowDir = join(dir, 'long-names');
+    const rowDir = join(dir, `long-names${sfx}`);
     const stateDir = join(rowDir, 'state');
     const ifname = 'e23456789abcdef';
     const prevResult = { ...PREV, interfaces: [PREV.interfaces[0], { ...PREV.interfaces[1], name: ifname }] };
-    const conf = merge(baseNetconf(rowDir), { name: 'n'.repeat(64), prevResult });
+    const conf = merge(baseNetconf(rowDir, backend), { name: 'n'.repeat(64), prevResult });
     const env = (command: string) => ({ ...baseEnv(command, 'c'.repeat(128)), CNI_IFNAME: ifname });
     const before = snapshot(NS);
     const add = cleanRun(stateDir, env('ADD'), conf);
@@ -432,12 +513,12 @@ describe('inputs validation lets through', () => {
     expect(snapshot(NS)).toEqual(before);
   });
 
-  // CNI_ARGS is free text; only Kubernetes-valid pod names may reach the ipset comment (which is
-  // quoted inside an `ipset restore` batch).
-  test('pod names in CNI_ARGS that are not Kubernetes names stay out of the ipset comment', () => {
-    const rowDir = join(dir, 'args-injection');
+  // CNI_ARGS is free text; only Kubernetes-valid pod names may reach the element's comment (which
+  // is quoted inside an `ipset restore` or `nft -f` batch).
+  test('pod names in CNI_ARGS that are not Kubernetes names stay out of the element comment', () => {
+    const rowDir = join(dir, `args-injection${sfx}`);
     const stateDir = join(rowDir, 'state');
-    const conf = merge(baseNetconf(rowDir), { name: 'mrargs', table: 104 });
+    const conf = merge(baseNetconf(rowDir, backend), { name: `mrargs${sfx}`, table: tbl(104) });
     const cid = newContainerId();
     const env = (command: string) => ({
       ...baseEnv(command, cid),
@@ -446,9 +527,21 @@ describe('inputs validation lets through', () => {
     const before = snapshot(NS);
     const add = cleanRun(stateDir, env('ADD'), conf);
     expect([add.status, add.stderr]).toEqual([0, '']);
-    const members = nsExec(NS, ['ipset', 'save']).stdout.split('\n').filter((l) => l.startsWith('add ') || l.startsWith('create '));
-    expect(members.filter((l) => l.startsWith('add '))).toEqual([expect.stringMatching(new RegExp(`^add mr4-[0-9a-f]{8} 10\\.244\\.0\\.5,${HOST_VETH} comment "${cid.slice(0, 12)} eth0"$`))]);
-    expect(members.filter((l) => l.startsWith('create '))).toHaveLength(1);
+    if (backend === 'iptables') {
+      const members = nsExec(NS, ['ipset', 'save']).stdout.split('\n').filter((l) => l.startsWith('add ') || l.startsWith('create '));
+      expect(members.filter((l) => l.startsWith('add '))).toEqual([expect.stringMatching(new RegExp(`^add mr4-[0-9a-f]{8} 10\\.244\\.0\\.5,${HOST_VETH} comment "${cid.slice(0, 12)} eth0"$`))]);
+      expect(members.filter((l) => l.startsWith('create '))).toHaveLength(1);
+    } else {
+      const s = snapshot(NS);
+      expect(markrouteTables(s)).toEqual([nftTableName(`mrargs${sfx}`)]);
+      expect(nftPodElements(s)).toEqual([
+        { table: nftTableName(`mrargs${sfx}`), set: 'pods4', address: '10.244.0.5', iface: HOST_VETH, comment: `${cid.slice(0, 12)} eth0` },
+      ]);
+      // nothing else got into the ruleset: our table has its four sets and one chain, no more
+      const ours = (s.nft as any[]).filter((i) => (Object.values(i)[0] as any).table === nftTableName(`mrargs${sfx}`));
+      expect(ours.filter((i) => i.set).map((i) => i.set.name).sort()).toEqual(['exempt4', 'exempt6', 'pods4', 'pods6']);
+      expect(ours.filter((i) => i.chain).map((i) => i.chain.name)).toEqual(['prerouting']);
+    }
     const del = cleanRun(stateDir, env('DEL'), conf);
     expect([del.status, del.stdout, del.stderr]).toEqual([0, '', '']);
     expect(snapshot(NS)).toEqual(before);
@@ -458,20 +551,43 @@ describe('inputs validation lets through', () => {
   // the ipset and the mangle chain are installed) must not make the runtime's DEL fail on every
   // retry (libcni would then never release the pod's IP): the ADD rolls back, and DEL succeeds.
   test('after an ADD the kernel refused (unreachable gateway), the runtime\'s DEL succeeds and cleans up', () => {
-    const rowDir = join(dir, 'bad-gateway');
+    const rowDir = join(dir, `bad-gateway${sfx}`);
     const stateDir = join(rowDir, 'state');
-    const conf = merge(baseNetconf(rowDir), { name: 'mrgateway', table: 101, uplink: 'eth0', gateway: '192.0.2.1' });
+    const conf = merge(baseNetconf(rowDir, backend), { name: `mrgateway${sfx}`, table: tbl(101), uplink: 'eth0', gateway: '192.0.2.1' });
     const cid = newContainerId();
     const before = snapshot(NS);
     const add = cleanRun(stateDir, baseEnv('ADD', cid), conf);
     expect(add.status).toBe(1);
     const err = parseError(add);
     expect(err.code).toBe(100);
-    expect(err.details).toContain('route replace default via 192.0.2.1 dev eth0 table 101');
+    expect(err.details).toContain(`route replace default via 192.0.2.1 dev eth0 table ${tbl(101)}`);
     const del = cleanRun(stateDir, baseEnv('DEL', cid), merge(conf, { prevResult: undefined }));
     expect(del.stdout).toBe('');
     expect(del.status).toBe(0);
     expect(del.records).toEqual([]);
+    expect(snapshot(NS)).toEqual(before);
+  });
+});
+
+// ipv6ProbeRewrite's `from` is a link-local source: all of fe80::/10 (fe80:: to febf:ffff:...), as
+// the kernel scopes it and as the refusal message itself says, not only addresses spelt "fe80:".
+describe('ipv6ProbeRewrite sources across fe80::/10 (nftables)', () => {
+  test.each(['fe80::1234:5678:9abc', 'FE80::1', 'fe90::1', 'febf:ffff::1'])('from %s is accepted and rewritten', (from) => {
+    const rowDir = join(dir, `probe-from-${from.replace(/:/g, '_')}`);
+    const stateDir = join(rowDir, 'state');
+    // The node has no IPv6 default route: name the uplink and its IPv6 gateway.
+    const conf = merge(baseNetconf(rowDir, 'nftables'), {
+      name: 'mrprobe', table: 105, uplink: 'eth0', gateway6: 'fe80::1', ipv6ProbeRewrite: { from, to: PROBE.to },
+    });
+    const cid = newContainerId();
+    const before = snapshot(NS);
+    const add = plugin(baseEnv('ADD', cid), JSON.stringify(conf));
+    expect([add.status, add.stderr], add.stdout).toEqual([0, '']);
+    const rules = nsExec(NS, ['nft', 'list', 'chain', 'inet', nftTableName('mrprobe'), 'probe-in']).stdout;
+    expect(rules).toContain(`iifname "eth0" ip6 saddr ${from.toLowerCase()} ip6 saddr set ${PROBE.to}`);
+    const del = plugin(baseEnv('DEL', cid), JSON.stringify(conf));
+    expect([del.status, del.stdout, del.stderr]).toEqual([0, '', '']);
+    expect(records(stateDir)).toEqual([]);
     expect(snapshot(NS)).toEqual(before);
   });
 });
@@ -484,7 +600,8 @@ describe('a deeply nested value inside prevResult', () => {
   test('is refused before anything changes', () => {
     const rowDir = join(dir, 'deep');
     const depth = 200_000;
-    const conf = merge(baseNetconf(rowDir), { name: 'mrdeep', table: 102 });
+    // Refused while parsing, before any backend is chosen: one backend is enough.
+    const conf = merge(baseNetconf(rowDir, 'iptables'), { name: 'mrdeep', table: 102 });
     const text = JSON.stringify(conf).replace('"dns":{}', `"dns":{"options":${'['.repeat(depth)}${']'.repeat(depth)}}`);
     expect(text.length).toBeLessThan(BIG);
     const before = snapshot(NS);
@@ -499,22 +616,26 @@ describe('a deeply nested value inside prevResult', () => {
 });
 
 // The state directory is an input too: what a killed ADD leaves there must not wedge DEL.
-describe('state left by an ADD killed before it changed the kernel', () => {
+describe.each(BACKENDS)('state left by an ADD killed before it changed the kernel, backend %s', (backend) => {
+  const sfx = backend === 'iptables' ? '' : '-nft';
   // An ADD SIGKILLed (libcni kills plugins when the runtime's context is cancelled) after it wrote
   // the dirty index but before its record and the kernel change leaves an index listing objects
   // that were never installed, a set among them. The next operation reconciles and removes them:
   // removing what is not there must succeed.
   test('the DEL that follows succeeds, and leaves nothing', () => {
-    const rowDir = join(dir, 'killed-add');
+    const rowDir = join(dir, `killed-add${sfx}`);
     const stateDir = join(rowDir, 'state');
-    const conf = merge(baseNetconf(rowDir), { name: 'mrkilled', table: 103 });
+    const conf = merge(baseNetconf(rowDir, backend), { name: `mrkilled${sfx}`, table: backend === 'iptables' ? 103 : 113 });
     const cid = newContainerId();
     const before = snapshot(NS);
     // A real ADD gives the index exactly as Transaction.add writes it before touching the kernel ...
     const add = plugin(baseEnv('ADD', cid), JSON.stringify(conf));
     expect([add.status, add.stderr]).toEqual([0, '']);
     const index = JSON.parse(readFileSync(join(stateDir, 'index.json'), 'utf8'));
-    expect(Object.keys(index.refs).filter((k) => k.startsWith('element/'))).toHaveLength(1);
+    expect(Object.keys(index.refs).filter((k) => k.startsWith(backend === 'iptables' ? 'element/' : 'nftElement/'))).toHaveLength(1);
+    // the index lists the shared objects of this backend only: a set and a chain, or a table
+    const shared = Object.keys(index.objects).map((k) => k.split('/')[0]).filter((k) => ['ipset', 'markChain', 'nftTable'].includes(k!)).sort();
+    expect(shared).toEqual(backend === 'iptables' ? ['ipset', 'markChain'] : ['nftTable']);
     const del = plugin(baseEnv('DEL', cid), JSON.stringify(conf));
     expect([del.status, del.stdout]).toEqual([0, '']);
     expect(snapshot(NS)).toEqual(before);
