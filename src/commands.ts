@@ -5,7 +5,7 @@ import { detectUplink, linkMasters } from "./backend/iproute.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import type { CniRequest } from "./cni/request.js";
 import { resultInVersion } from "./cni/result.js";
-import { SUPPORTED_VERSIONS, type Config } from "./config.js";
+import { SUPPORTED_VERSIONS, type Config, type MarkSpec } from "./config.js";
 import { runTool } from "./kernel/exec.js";
 import type { Family } from "./net/cidr.js";
 import {
@@ -46,38 +46,68 @@ export function hostMatchOf(config: Config, ifName: string): HostMatch {
   return resolveHostMatch(config.prevResult, ifName, (iface) => (masters ??= linkMasters()).get(iface));
 }
 
-/** The node facts a plan needs: the netconf's where given, else detected once and cached in the index. */
-export function nodeFacts(config: Config, families: Family[], cached: Partial<NodeFacts> = {}): NodeFacts {
+/**
+ * The node facts a plan for `mark` needs: the netconf's uplink and gateway where given, else the
+ * main table's default route (detected once and cached in the index while pods are attached).
+ * `detected` holds only what came from the main table: that alone may be cached.
+ */
+export function nodeFacts(config: Config, mark: MarkSpec | undefined, families: Family[], cached: Partial<NodeFacts> = {}):
+  { facts: NodeFacts; detected: Partial<Record<Family, Uplink>> } {
   const uplinks: Partial<Record<Family, Uplink>> = {};
+  const detected: Partial<Record<Family, Uplink>> = {};
   for (const family of families) {
-    const gateway = family === 4 ? config.gateway : config.gateway6;
-    const detected = config.uplink && gateway ? undefined : (cached.uplinks?.[family] ?? detectUplink(family));
-    const dev = config.uplink ?? detected?.dev;
-    const gw = gateway ?? detected?.gateway;
-    if (dev && gw) uplinks[family] = { dev, gateway: gw };
+    const routing = mark?.routing;
+    const gateway = family === 4 ? routing?.gateway : routing?.gateway6;
+    const main = routing?.uplink && gateway ? undefined : (cached.uplinks?.[family] ?? detectUplink(family));
+    if (main) detected[family] = main;
+    const dev = routing?.uplink ?? main?.dev;
+    // The main table's gateway serves only its own device; an uplink of the netconf's without a
+    // gateway (a point-to-point VPN interface) gets a device route.
+    const gw = gateway ?? (main && (!routing?.uplink || main.dev === routing.uplink) ? main.gateway : undefined);
+    if (dev) uplinks[family] = gw ? { dev, gateway: gw } : { dev };
   }
   const backend = config.backend !== "auto" ? config.backend : (cached.backend ?? (nftWorks() ? "nftables" : "iptables"));
   const iptablesVariant = backend === "iptables" ? (cached.iptablesVariant ?? detectVariant()) : cached.iptablesVariant;
-  return { backend, ...(iptablesVariant ? { iptablesVariant } : {}), uplinks };
+  return { facts: { backend, ...(iptablesVariant ? { iptablesVariant } : {}), uplinks }, detected };
 }
 
 /** The families a plan needs an uplink for: the pod's, and IPv6 for the probe rewrite. */
 const familiesOf = (config: Config, m: HostMatch): Family[] =>
   [...new Set([...m.addresses.map((a) => a.family), ...(config.ipv6ProbeRewrite ? [6 as const] : [])])];
 
+const POD_ANNOTATIONS = "io.kubernetes.cri.pod-annotations";
+
+/**
+ * The mark this pod gets: every pod's in transparent-tunnel mode; in annotated mode the entry its
+ * annotation names, or none (the pod passes through untouched). An unknown name is an error.
+ */
+export function selectedMark(config: Config): MarkSpec | undefined {
+  if (config.mode === "transparent-tunnel") return config.marks[0];
+  const annotations = config.runtimeConfig?.[POD_ANNOTATIONS];
+  const name = annotations && typeof annotations === "object" ? (annotations as Record<string, unknown>)[config.annotation] : undefined;
+  if (name === undefined) return undefined;
+  const mark = config.marks.find((m) => m.name === name);
+  if (mark) return mark;
+  throw new CniError(ErrorCode.invalidConfig,
+    `invalid netconf: marks: the pod's annotation ${config.annotation}=${JSON.stringify(String(name).slice(0, 64))} names no entry of marks; known: ${config.marks.map((m) => m.name).join(", ")}`);
+}
+
 export async function add(config: Config, req: CniRequest): Promise<Outcome> {
+  const result = () => resultInVersion(config.prevResultAsSent!, config.cniVersion);
   const attachment = attachmentOf(config, req);
   const hostMatch = hostMatchOf(config, req.ifName);
+  const mark = selectedMark(config);
+  if (!mark) return { result: result(), warning: `not marked: the pod has no ${config.annotation} annotation` };
   const summary = await withState(config.stateDir, (tx) => {
-    const facts = nodeFacts(config, familiesOf(config, hostMatch), tx.index.facts);
-    tx.index.facts = { ...facts, uplinks: { ...tx.index.facts?.uplinks, ...facts.uplinks } };
-    tx.add(planAttachment(config, attachment, hostMatch, facts));
+    const { facts, detected } = nodeFacts(config, mark, familiesOf(config, hostMatch), tx.index.facts);
+    tx.index.facts = { backend: facts.backend, iptablesVariant: facts.iptablesVariant, uplinks: { ...tx.index.facts?.uplinks, ...detected } };
+    tx.add(planAttachment(config, attachment, hostMatch, facts, mark));
     return tx.summary;
   });
   return {
-    result: resultInVersion(config.prevResultAsSent!, config.cniVersion),
+    result: result(),
     summary,
-    ...(hostMatch.topology === "bridged" ? { warning: BRIDGED_WARNING } : {}),
+    ...(hostMatch.topology === "bridged" && config.mode === "transparent-tunnel" ? { warning: BRIDGED_WARNING } : {}),
   };
 }
 
@@ -96,6 +126,7 @@ export async function check(config: Config, req: CniRequest): Promise<Outcome> {
   const id = attachmentId(attachmentOf(config, req));
   const problems = await withState(config.stateDir, (tx) => {
     const record = tx.store.readRecord(id);
+    if (!record && !selectedMark(config)) return []; // a pod annotated mode passes through has nothing to check
     if (!record) throw new CniError(ErrorCode.unknownContainer, `no markroute attachment ${id}: it was never added, or was deleted`);
     // Shared objects as they are meant to be now (the newest holder's plan), the pod's own as recorded.
     const expected = record.objects.map((o) => (o.kind === "element" ? o : (tx.index.objects[objectKey(o)]?.object ?? o)));
@@ -120,7 +151,7 @@ export async function gc(config: Config): Promise<Outcome> {
 
 /** STATUS (CNI 1.1): code 50 with the reason when this node cannot serve ADD. */
 export function status(config: Config): Outcome {
-  const facts = nodeFacts(config, [4, 6]);
+  const { facts } = nodeFacts(config, config.marks.find((m) => m.routing), [4, 6]);
   const tools = facts.backend === "nftables"
     ? [["nft", "--version"]]
     : [["ipset", "version"], [`iptables-${facts.iptablesVariant}-restore`, "--version"]];
@@ -133,7 +164,7 @@ export function status(config: Config): Outcome {
     }
     if (!works) throw new CniError(ErrorCode.pluginNotAvailable, `${tool[0]} is missing or broken on this node (backend ${facts.backend})`);
   }
-  if (!facts.uplinks[4] && !facts.uplinks[6]) {
+  if (config.marks.some((m) => m.routing) && !facts.uplinks[4] && !facts.uplinks[6]) {
     throw new CniError(ErrorCode.pluginNotAvailable, "no uplink: the main table has no default route with a gateway, and the netconf sets none");
   }
   return {};
@@ -150,9 +181,10 @@ export function version(cniVersion: unknown): Outcome {
 }
 
 /** What an ADD would install for this netconf (the CLI's `plan`): nothing changes. */
-export function dryRun(config: Config, attachment: Attachment, ifName: string): AttachmentPlan & { keys: string[] } {
+export function dryRun(config: Config, attachment: Attachment, ifName: string): (AttachmentPlan & { keys: string[] }) | { objects: []; reason: string } {
   const hostMatch = hostMatchOf(config, ifName);
-  const plan = planAttachment(config, attachment, hostMatch, nodeFacts(config, familiesOf(config, hostMatch)));
+  const mark = selectedMark(config);
+  if (!mark) return { objects: [], reason: `not marked: the netconf's runtimeConfig carries no ${config.annotation} pod annotation` };
+  const plan = planAttachment(config, attachment, hostMatch, nodeFacts(config, mark, familiesOf(config, hostMatch)).facts, mark);
   return { ...plan, keys: plan.objects.map(objectKey) };
 }
-

@@ -2,6 +2,7 @@ import * as z from "zod/mini";
 import { en } from "zod/locales";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { parseCidr, familyOf, canonicalAddress, type Cidr } from "./net/cidr.js";
+import { fnv1a } from "./net/hash.js";
 
 z.config(en());
 
@@ -18,6 +19,9 @@ const u32 = (what: string) =>
     z.string().check(z.regex(/^(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})$/, `${what} must be a decimal or 0x-hex 32-bit number`)),
   ]);
 const toU32 = (v: number | string) => (typeof v === "number" ? v : Number(v));
+
+/** Whether an IPv6 address (already known to be one) lies in `prefix`. */
+const inPrefix6 = (address: string, prefix: string) => parseCidr(`${address}/${prefix.split("/")[1]}`).text === prefix;
 
 const ifname = z.string().check(z.regex(IFNAME, "must be an interface name: 1-15 of A-Z a-z 0-9 _ . @ -, starting with a letter or digit"));
 const address = (family: 4 | 6) =>
@@ -59,14 +63,33 @@ const standardFields = {
   "cni.dev/attachments": z.optional(z.array(attachmentRef)),
 };
 
+const tableNumber = z.number().check(z.int(), z.minimum(1), z.maximum(0xffffffff),
+  z.refine((t) => t < 253 || t > 255, "253 (default), 254 (main) and 255 (local) are the kernel's own tables"));
+const rulePriority = z.number().check(z.int(), z.minimum(2), z.maximum(32765));
+
+/** One entry of `marks` (annotated mode); the fwmark plugin's {mark, mask} entries are valid ones. */
+const markEntry = z.strictObject({
+  mark: u32("mark"),
+  mask: z.optional(u32("mask")),
+  table: z.optional(tableNumber),
+  rulePriority: z.optional(rulePriority),
+  uplink: z.optional(ifname),
+  gateway: z.optional(address(4)),
+  gateway6: z.optional(address(6)),
+});
+const MARK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+// Kubernetes annotation keys: an optional DNS prefix and a name.
+const ANNOTATION_KEY = /^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$/;
+
 const netconfSchema = z.strictObject({
   ...standardFields,
-  mode: z._default(z.optional(z.literal("transparent-tunnel")), "transparent-tunnel"),
+  mode: z.optional(z.enum(["transparent-tunnel", "annotated"])),
+  annotation: z._default(z.optional(z.string().check(z.regex(ANNOTATION_KEY, "must be a Kubernetes annotation key"))), "cni.fwmark.net/name"),
+  marks: z.optional(z.record(z.string().check(z.regex(MARK_NAME, "names must be 1-63 of letters, digits, _ . -")), markEntry)),
   mark: z._default(z.optional(u32("mark")), 0x10),
   mask: z._default(z.optional(u32("mask")), 0x10),
-  table: z._default(z.optional(z.number().check(z.int(), z.minimum(1), z.maximum(0xffffffff),
-    z.refine((t) => t < 253 || t > 255, "253 (default), 254 (main) and 255 (local) are the kernel's own tables"))), 100),
-  rulePriority: z._default(z.optional(z.number().check(z.int(), z.minimum(2), z.maximum(32765))), 32765),
+  table: z._default(z.optional(tableNumber), 100),
+  rulePriority: z._default(z.optional(rulePriority), 32765),
   suppressMainPrefixLength: z.optional(z.number().check(z.int(), z.minimum(0), z.maximum(128))),
   uplink: z.optional(ifname),
   gateway: z.optional(address(4)),
@@ -77,8 +100,9 @@ const netconfSchema = z.strictObject({
   // Interface groups are 32-bit; 0 is every interface's default group.
   linkGroup: z.optional(z.number().check(z.int(), z.minimum(1), z.maximum(0xffffffff))),
   ipv6ProbeRewrite: z.optional(z.strictObject({
-    from: address(6).check(z.refine((a) => /^fe80:/i.test(a), "must be a link-local (fe80::/10) address: the probe's source")),
-    to: address(6).check(z.refine((a) => !/^fe80:/i.test(a), "must be a routable IPv6 address the node can forward")),
+    from: address(6).check(z.refine((a) => inPrefix6(a, "fe80::/10"), "must be a link-local (fe80::/10) address: the probe's source")),
+    to: address(6).check(z.refine((a) => !["fe80::/10", "ff00::/8", "::1/128", "::/128"].some((p) => inPrefix6(a, p)),
+      "must be a routable IPv6 address the node can forward (unicast: not link-local, multicast, loopback or unspecified)")),
   })),
   rpFilter: z._default(z.optional(z.enum(["loose", "unchanged"])), "loose"),
   stateDir: z._default(z.optional(z.string().check(z.regex(/^\/[A-Za-z0-9_.\/-]*$/, "must be an absolute path of letters, digits, _ . / -"))), "/var/lib/cni/markroute"),
@@ -89,18 +113,28 @@ const netconfSchema = z.strictObject({
 // kube-proxy's masquerade (0x4000) and drop (0x8000) bits: sharing them would masquerade or drop pod traffic.
 const KUBE_PROXY_MARK_BITS = 0xc000;
 
+/** A mark markroute sets, and where marked packets go. */
+export interface MarkSpec {
+  /** "default" in transparent-tunnel mode; the `marks` key in annotated mode. */
+  name: string;
+  /** Distinguishes this mark's sets from the network's others; "" for the transparent-tunnel mark. */
+  tag: string;
+  mark: number;
+  mask: number;
+  /** Its own `ip rule` and policy table; absent: only marked (routing left to the admin). */
+  routing?: { table: number; priority: number; uplink?: string; gateway?: string; gateway6?: string };
+}
+
 export interface Config {
   cniVersion: string;
   name: string;
-  mode: "transparent-tunnel";
-  mark: number;
-  mask: number;
-  table: number;
-  rulePriority: number;
+  mode: "transparent-tunnel" | "annotated";
+  /** The pod annotation naming an entry of `marks` (annotated mode). */
+  annotation: string;
+  /** transparent-tunnel: the one mark every pod gets; annotated: the entries pods choose from. */
+  marks: MarkSpec[];
+  /** Also `lookup main suppress_prefixlength N` one priority ahead of each mark's rule. */
   suppressMainPrefixLength?: number;
-  uplink?: string;
-  gateway?: string;
-  gateway6?: string;
   /** Service and excluded CIDRs together: none of them is ever marked. */
   exemptCIDRs: { cidr: Cidr; why: "service" | "exclude" }[];
   backend: "auto" | "iptables" | "nftables";
@@ -124,6 +158,29 @@ function invalid(field: string, reason: string): never {
   throw new CniError(ErrorCode.invalidConfig, `invalid netconf: ${field}: ${reason}`);
 }
 
+/** Where one mark's packets go; gateways canonical, as `ip -j route` prints them. */
+function routingOf(table: number, priority: number, at: { uplink?: string; gateway?: string; gateway6?: string }): NonNullable<MarkSpec["routing"]> {
+  return {
+    table, priority,
+    ...(at.uplink ? { uplink: at.uplink } : {}),
+    ...(at.gateway ? { gateway: canonicalAddress(at.gateway) } : {}),
+    ...(at.gateway6 ? { gateway6: canonicalAddress(at.gateway6) } : {}),
+  };
+}
+
+/** A mark and mask that can be set safely; `prefix` names where they came from in the netconf. */
+function checkedMark(prefix: string, rawMark: number | string, rawMask: number | string): { mark: number; mask: number } {
+  const mark = toU32(rawMark);
+  const mask = toU32(rawMask);
+  if (mask > 0xffffffff) invalid(`${prefix}mask`, "must fit in 32 bits");
+  if (mark > 0xffffffff) invalid(`${prefix}mark`, "must fit in 32 bits");
+  if (mask === 0) invalid(`${prefix}mask`, "must not be 0: the mark would match every packet");
+  if ((mark & ~mask) >>> 0 !== 0) invalid(`${prefix}mark`, `${hex(mark)} has bits outside mask ${hex(mask)}`);
+  if (mark === 0) invalid(`${prefix}mark`, "must not be 0: `fwmark 0/mask` would route every unmarked packet of the node through the policy table");
+  if ((mask & KUBE_PROXY_MARK_BITS) !== 0) invalid(`${prefix}mask`, `${hex(mask)} overlaps kube-proxy's masquerade/drop bits ${hex(KUBE_PROXY_MARK_BITS)}`);
+  return { mark, mask };
+}
+
 /** Validates a parsed netconf; every problem is CNI error 7 naming the field, raised before anything changes. */
 export function parseConfig(raw: unknown): Config {
   const version = (raw as { cniVersion?: unknown } | null)?.cniVersion;
@@ -133,30 +190,53 @@ export function parseConfig(raw: unknown): Config {
   const parsed = netconfSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    invalid(issue.path.join(".") || "netconf", issue.message);
+    // A bad record key (a mark's name) carries the key's own issue inside.
+    const inner = issue.code === "invalid_key" ? issue.issues[0]?.message : undefined;
+    invalid(issue.path.join(".") || "netconf", inner ?? issue.message);
   }
   const c = parsed.data;
-  const mark = toU32(c.mark);
-  const mask = toU32(c.mask);
-  if (mask > 0xffffffff) invalid("mask", "must fit in 32 bits");
-  if (mark > 0xffffffff) invalid("mark", "must fit in 32 bits");
-  if (mask === 0) invalid("mask", "must not be 0: the mark would match every packet");
-  if ((mark & ~mask) >>> 0 !== 0) invalid("mark", `${hex(mark)} has bits outside mask ${hex(mask)}`);
-  if (mark === 0) invalid("mark", "must not be 0: `fwmark 0/mask` would route every unmarked packet of the node through the policy table");
-  if ((mask & KUBE_PROXY_MARK_BITS) !== 0) invalid("mask", `${hex(mask)} overlaps kube-proxy's masquerade/drop bits ${hex(KUBE_PROXY_MARK_BITS)}`);
+  // fwmark's netconf has `marks` and no `mode`: it works unchanged.
+  const mode = c.mode ?? (c.marks ? "annotated" : "transparent-tunnel");
+  const given = (field: string) => Object.hasOwn(raw as object, field);
+  let marks: MarkSpec[];
+  if (mode === "transparent-tunnel") {
+    if (c.marks) invalid("marks", "belongs to mode \"annotated\"; transparent-tunnel marks every pod with `mark`/`mask`");
+    const { mark, mask } = checkedMark("", c.mark, c.mask);
+    marks = [{
+      name: "default", tag: "", mark, mask,
+      routing: routingOf(c.table, c.rulePriority, c),
+    }];
+  } else {
+    for (const f of ["mark", "mask", "table"]) if (given(f)) invalid(f, "belongs to mode \"transparent-tunnel\"; in annotated mode each entry of `marks` has its own");
+    const entries = Object.entries(c.marks ?? {});
+    if (entries.length === 0) invalid("marks", "annotated mode needs at least one entry, e.g. {\"vpn\": {\"mark\": 16, \"mask\": 16}}");
+    marks = entries.map(([name, e]) => {
+      // fwmark's default mask is all bits; here only the mark's own, so other owners' bits survive.
+      const { mark, mask } = checkedMark(`marks.${name}.`, e.mark, e.mask ?? e.mark);
+      return {
+        name, tag: fnv1a(name), mark, mask,
+        ...(e.table === undefined ? {} : {
+          routing: routingOf(e.table, e.rulePriority ?? c.rulePriority, e),
+        }),
+      };
+    });
+    for (const a of marks) {
+      for (const b of marks) {
+        if (a !== b && a.mark === b.mark && a.mask === b.mask && a.routing?.table !== b.routing?.table) {
+          invalid(`marks.${b.name}`, `has the mark ${hex(a.mark)}/${hex(a.mask)} of marks.${a.name} but another table: one fwmark can lead to one table`);
+        }
+      }
+    }
+  }
+  if (c.linkGroup !== undefined && mode === "annotated") invalid("linkGroup", "matches every grouped pod with one mark: transparent-tunnel mode only");
   if (c.ipv6ProbeRewrite && c.backend === "iptables") invalid("ipv6ProbeRewrite", "needs the nftables backend (a stateless rewrite before conntrack); set \"backend\": \"nftables\" or \"auto\"");
   return {
     cniVersion: c.cniVersion,
     name: c.name,
-    mode: c.mode,
-    mark,
-    mask,
-    table: c.table,
-    rulePriority: c.rulePriority,
+    mode,
+    annotation: c.annotation,
+    marks,
     suppressMainPrefixLength: c.suppressMainPrefixLength,
-    uplink: c.uplink,
-    gateway: c.gateway && canonicalAddress(c.gateway),
-    gateway6: c.gateway6 && canonicalAddress(c.gateway6),
     exemptCIDRs: [
       ...c.serviceCIDRs.map((s) => ({ cidr: parseCidr(s), why: "service" as const })),
       ...c.excludeCIDRs.map((s) => ({ cidr: parseCidr(s), why: "exclude" as const })),

@@ -1,5 +1,5 @@
 // The pure plan: which kernel objects one attachment needs, as data. No effects here.
-import type { Config, PrevResult } from "./config.js";
+import type { Config, MarkSpec, PrevResult } from "./config.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { hostAddress, type Family } from "./net/cidr.js";
 import { fnv1a } from "./net/hash.js";
@@ -10,10 +10,12 @@ export type IptablesVariant = "nft" | "legacy";
 export interface PodSet { kind: "ipset"; family: Family; name: string }
 /** One pod address as seen arriving from its host interface. */
 export interface SetElement { kind: "element"; family: Family; set: string; address: string; iface: string; comment: string }
-/** Our mangle chain: exemptions, then one MARK rule over the pod set; jumped to from PREROUTING. */
+/** One mark a marking chain or table sets, on the pods in its set. */
+export interface MarkRule { name: string; set: string; mark: number; mask: number }
+/** Our mangle chain: exemptions, then one MARK rule per mark over its pod set; jumped to from PREROUTING. */
 export interface MarkChain {
-  kind: "markChain"; family: Family; variant: IptablesVariant; chain: string; set: string;
-  mark: number; mask: number; exempt: string[]; network: string;
+  kind: "markChain"; family: Family; variant: IptablesVariant; chain: string; network: string;
+  exempt: string[]; marks: MarkRule[];
 }
 /**
  * Our nftables table for one network (both families): sets of (pod address, host interface) and
@@ -21,20 +23,23 @@ export interface MarkChain {
  * optionally the IPv6 probe rewrite. Elements are separate objects: they come and go with pods.
  */
 export interface NftTable {
-  kind: "nftTable"; table: string; network: string; mark: number; mask: number;
+  kind: "nftTable"; table: string; network: string;
   exempt4: string[]; exempt6: string[];
-  /** Pods on interfaces of this group are marked by one rule, without elements. */
+  /** `set` is the suffix of this mark's sets (pods4<set>, pods6<set>). */
+  marks: MarkRule[];
+  /** Pods on interfaces of this group get the first mark by one rule, without elements. */
   linkGroup?: number;
   probeRewrite?: ProbeRewrite;
 }
 export interface ProbeRewrite { uplink: string; from: string; to: string }
-export interface NftElement { kind: "nftElement"; family: Family; table: string; address: string; iface: string; comment: string }
+export interface NftElement { kind: "nftElement"; family: Family; table: string; set: string; address: string; iface: string; comment: string }
 /** The interface group set on a pod's host interface (config `linkGroup`). */
 export interface LinkGroup { kind: "linkGroup"; dev: string; group: number }
 export interface PolicyRule { kind: "rule"; family: Family; priority: number; mark: number; mask: number; table: number }
 /** `from all lookup main suppress_prefixlength N`, one priority ahead of the policy rule. */
 export interface SuppressRule { kind: "suppressRule"; family: Family; priority: number; prefixLength: number }
-export interface PolicyRoute { kind: "route"; family: Family; table: number; gateway: string; dev: string }
+/** The policy table's default route; without a gateway, a device route (a point-to-point uplink such as a VPN's). */
+export interface PolicyRoute { kind: "route"; family: Family; table: number; gateway?: string; dev: string }
 export interface RpFilter { kind: "rpFilter"; dev: string; value: 2 }
 
 export type KernelObject =
@@ -50,7 +55,7 @@ export function objectKey(o: KernelObject): string {
     case "element": return `element/${o.set}/${o.address},${o.iface}`;
     case "markChain": return `markChain/${o.family}/${o.variant}/${o.chain}`;
     case "nftTable": return `nftTable/${o.table}`;
-    case "nftElement": return `nftElement/${o.table}/${o.address},${o.iface}`;
+    case "nftElement": return `nftElement/${o.table}/${o.set}/${o.address},${o.iface}`;
     case "linkGroup": return `linkGroup/${o.dev}`;
     case "rule": return `rule/${o.family}/${o.priority}/${o.mark}/${o.mask}/${o.table}`;
     case "suppressRule": return `suppressRule/${o.family}/${o.priority}/${o.prefixLength}`;
@@ -78,7 +83,7 @@ export interface HostMatch {
 }
 
 /** The node's way out for one family: from the netconf or the main table's default route. */
-export interface Uplink { dev: string; gateway: string }
+export interface Uplink { dev: string; gateway?: string }
 
 export type MarkBackend = "iptables" | "nftables";
 
@@ -99,7 +104,10 @@ export interface AttachmentPlan {
 
 const networkHash = (network: string) => fnv1a(network);
 export const chainName = (network: string) => `MARKROUTE-${networkHash(network)}`;
-export const setName = (network: string, family: Family) => `mr${family}-${networkHash(network)}`;
+/** The ipset of one mark's pods: the transparent-tunnel mark's keeps the network's plain name. */
+export const setName = (network: string, family: Family, tag = "") => `mr${family}-${networkHash(tag ? `${network}/${tag}` : network)}`;
+/** The nftables set of one mark's pods, in the network's table. */
+export const nftSetName = (family: Family, tag: string) => `pods${family}${tag ? `_${tag}` : ""}`;
 export const nftTableName = (network: string) => `markroute-${networkHash(network)}`;
 
 function invalidPrevResult(reason: string): never {
@@ -126,8 +134,11 @@ export function resolveHostMatch(prev: PrevResult, ifName: string, masterOf: (if
   return { iface: bridge, topology: "bridged", addresses };
 }
 
-/** The kernel objects an attachment needs: its own (set elements, link group) and the shared ones they depend on. */
-export function planAttachment(config: Config, attachment: Attachment, hostMatch: HostMatch, facts: NodeFacts): AttachmentPlan {
+/**
+ * The kernel objects an attachment needs for the mark `selected`: its own (set elements, link group)
+ * and the shared ones they depend on. The network's marking chain or table serves all its marks.
+ */
+export function planAttachment(config: Config, attachment: Attachment, hostMatch: HostMatch, facts: NodeFacts, selected: MarkSpec): AttachmentPlan {
   const families = [...new Set(hostMatch.addresses.map((a) => a.family))].sort();
   const comment = [
     attachment.podNamespace && attachment.podName ? `${attachment.podNamespace}/${attachment.podName}` : undefined,
@@ -140,24 +151,23 @@ export function planAttachment(config: Config, attachment: Attachment, hostMatch
     throw new CniError(ErrorCode.nodeNotReady,
       `no IPv${family} uplink: the main table has no default route with a gateway; set "${family === 4 ? "uplink\" and \"gateway" : "uplink\" and \"gateway6"}" in the netconf`);
   };
-  const uplinks = new Map(families.map((f) => [f, uplinkOf(f)]));
   // A routed pod in a link group is matched by the group: one rule for all such pods, no elements.
   const byGroup = config.linkGroup !== undefined && hostMatch.topology === "routed";
   const objects: KernelObject[] = config.linkGroup !== undefined && byGroup
     ? [{ kind: "linkGroup", dev: hostMatch.iface, group: config.linkGroup }]
     : [];
+  const exempt = (f: Family) => config.exemptCIDRs.filter((e) => e.cidr.family === f).map((e) => e.cidr.text);
   if (facts.backend === "nftables") {
     const table = nftTableName(config.name);
-    const exempt = (f: Family) => config.exemptCIDRs.filter((e) => e.cidr.family === f).map((e) => e.cidr.text);
     objects.push({
-      kind: "nftTable", table, network: config.name, mark: config.mark, mask: config.mask,
-      exempt4: exempt(4), exempt6: exempt(6),
+      kind: "nftTable", table, network: config.name, exempt4: exempt(4), exempt6: exempt(6),
+      marks: config.marks.map((m) => ({ name: m.name, set: m.tag, mark: m.mark, mask: m.mask })),
       ...(config.linkGroup !== undefined ? { linkGroup: config.linkGroup } : {}),
       ...(config.ipv6ProbeRewrite ? { probeRewrite: { uplink: uplinkOf(6).dev, ...config.ipv6ProbeRewrite } } : {}),
     });
     if (!byGroup) {
       objects.push(...hostMatch.addresses.map((a): NftElement =>
-        ({ kind: "nftElement", family: a.family, table, address: a.address, iface: hostMatch.iface, comment })));
+        ({ kind: "nftElement", family: a.family, table, set: selected.tag, address: a.address, iface: hostMatch.iface, comment })));
     }
   } else {
     if (config.ipv6ProbeRewrite) {
@@ -166,29 +176,30 @@ export function planAttachment(config: Config, attachment: Attachment, hostMatch
     const variant = facts.iptablesVariant;
     if (!variant) throw new Error("planAttachment: the iptables backend needs the iptables variant in the node facts");
     for (const family of families) {
-      const set = setName(config.name, family);
+      const marks = config.marks.map((m) => ({ name: m.name, set: setName(config.name, family, m.tag), mark: m.mark, mask: m.mask }));
+      const own = setName(config.name, family, selected.tag);
       objects.push(
-        { kind: "ipset", family, name: set },
+        ...marks.map((m): PodSet => ({ kind: "ipset", family, name: m.set })),
         ...hostMatch.addresses.filter((a) => a.family === family).map((a): SetElement =>
-          ({ kind: "element", family, set, address: a.address, iface: hostMatch.iface, comment })),
-        {
-          kind: "markChain", family, variant, chain: chainName(config.name), set,
-          mark: config.mark, mask: config.mask, network: config.name,
-          exempt: config.exemptCIDRs.filter((e) => e.cidr.family === family).map((e) => e.cidr.text),
-        },
+          ({ kind: "element", family, set: own, address: a.address, iface: hostMatch.iface, comment })),
+        { kind: "markChain", family, variant, chain: chainName(config.name), network: config.name, exempt: exempt(family), marks },
       );
     }
   }
-  for (const family of families) {
-    const uplink = uplinks.get(family)!;
-    objects.push(
-      { kind: "rule", family, priority: config.rulePriority, mark: config.mark, mask: config.mask, table: config.table },
-      ...(config.suppressMainPrefixLength === undefined ? [] : [{
-        kind: "suppressRule" as const, family, priority: config.rulePriority - 1, prefixLength: config.suppressMainPrefixLength,
-      }]),
-      { kind: "route", family, table: config.table, gateway: uplink.gateway, dev: uplink.dev },
-    );
-    if (family === 4 && config.rpFilter === "loose") objects.push({ kind: "rpFilter", dev: uplink.dev, value: 2 });
+  const routing = selected.routing;
+  if (routing) {
+    for (const family of families) {
+      const uplink = uplinkOf(family);
+      const rule = { family, priority: routing.priority, mark: selected.mark, mask: selected.mask, table: routing.table };
+      objects.push(
+        { kind: "rule", ...rule },
+        ...(config.suppressMainPrefixLength === undefined ? [] : [{
+          kind: "suppressRule" as const, family, priority: routing.priority - 1, prefixLength: config.suppressMainPrefixLength,
+        }]),
+        { kind: "route", family, table: routing.table, ...(uplink.gateway ? { gateway: uplink.gateway } : {}), dev: uplink.dev },
+      );
+      if (family === 4 && config.rpFilter === "loose") objects.push({ kind: "rpFilter", dev: uplink.dev, value: 2 });
+    }
   }
   return { id: attachmentId(attachment), attachment, hostMatch, objects };
 }

@@ -7,7 +7,7 @@
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { attachmentOf } from "./commands.js";
+import { attachmentOf, selectedMark } from "./commands.js";
 import { decodeNetconf, parseEnvironment, readStdin } from "./cni/request.js";
 import { resultInVersion } from "./cni/result.js";
 import { parseConfig } from "./config.js";
@@ -44,8 +44,9 @@ export async function rehearse(): Promise<void> {
       closeSync(fd);
       const hostMatch = resolveHostMatch(config.prevResult!, req.ifName, () => undefined);
       const uplinks = { 4: { dev: "eth0", gateway: "10.224.0.1" } };
-      planAttachment(config, attachmentOf(config, req), hostMatch, { backend: "nftables", uplinks });
-      const plan = planAttachment(config, attachmentOf(config, req), hostMatch, { backend: "iptables", iptablesVariant: "nft", uplinks });
+      const mark = selectedMark(config)!;
+      planAttachment(config, attachmentOf(config, req), hostMatch, { backend: "nftables", uplinks }, mark);
+      const plan = planAttachment(config, attachmentOf(config, req), hostMatch, { backend: "iptables", iptablesVariant: "nft", uplinks }, mark);
       const summary = await withState(config.stateDir, (tx) => {
         if (command === "ADD") tx.add(plan);
         else tx.remove(plan.id);

@@ -12,9 +12,14 @@ export function chainRules(c: MarkChain): string[] {
   return [
     ...c.exempt.map((cidr) => `-A ${c.chain} -d ${cidr} -m comment --comment "markroute exempt" -j RETURN`),
     `-A ${c.chain} -m conntrack --ctstate DNAT -m comment --comment "markroute exempt kube-proxy DNAT" -j RETURN`,
-    `-A ${c.chain} -m set --match-set ${c.set} src,src -m comment --comment "markroute mark pods of ${c.network}" -j MARK --set-xmark ${hex(c.mark)}/${hex(c.mask)}`,
+    ...c.marks.map((m) =>
+      `-A ${c.chain} -m set --match-set ${m.set} src,src -m comment --comment "${markComment(c.network, m.name)}" -j MARK --set-xmark ${hex(m.mark)}/${hex(m.mask)}`),
   ];
 }
+
+/** Names the network, and the mark when it is one of annotated mode's. */
+export const markComment = (network: string, mark: string) =>
+  mark === "default" ? `markroute mark pods of ${network}` : `markroute mark ${mark} pods of ${network}`;
 
 const jumpRule = (chain: string) => `-A PREROUTING -j ${chain}`;
 

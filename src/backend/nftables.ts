@@ -5,10 +5,9 @@
 import { runTool, mustRun } from "../kernel/exec.js";
 import type { Family } from "../net/cidr.js";
 import { fnv1a } from "../net/hash.js";
-import type { NftElement, NftTable } from "../plan.js";
+import { nftSetName, type MarkRule, type NftElement, type NftTable } from "../plan.js";
 
 const hex = (n: number) => `0x${(n >>> 0).toString(16)}`;
-const podSet = (f: Family) => `pods${f}`;
 const podSetSpec = (f: Family) => `{ type ${f === 4 ? "ipv4_addr" : "ipv6_addr"} . ifname; }`;
 const exemptSetSpec = (f: Family) => `{ type ${f === 4 ? "ipv4_addr" : "ipv6_addr"}; flags interval; }`;
 const FAMILIES: Family[] = [4, 6];
@@ -19,16 +18,18 @@ export const versionComment = (t: NftTable) => `markroute v=${fnv1a(JSON.stringi
 /** The chains a table holds, each with its rules in order, as nft statements. */
 function chains(t: NftTable): { name: string; spec: string; rules: string[] }[] {
   // Keep the owners' other bits: and with ~mask, or with the mark (iptables' --set-xmark).
-  const setMark = `meta mark set meta mark and ${hex(~t.mask)} or ${hex(t.mark)}`;
+  const setMark = (m: MarkRule) => `meta mark set meta mark and ${hex(~m.mask)} or ${hex(m.mark)}`;
   const version = `comment "${versionComment(t)}"`;
   const marking = [
     "ip daddr @exempt4 return",
     "ip6 daddr @exempt6 return",
     // kube-proxy DNATed this connection (a ClusterIP): keep both directions on the node.
     "ct status dnat return",
-    `ip saddr . iifname @${podSet(4)} ${setMark}`,
-    `ip6 saddr . iifname @${podSet(6)} ${setMark}`,
-    ...(t.linkGroup !== undefined ? [`iifgroup ${t.linkGroup} ${setMark}`] : []),
+    ...t.marks.flatMap((m) => [
+      `ip saddr . iifname @${nftSetName(4, m.set)} ${setMark(m)}`,
+      `ip6 saddr . iifname @${nftSetName(6, m.set)} ${setMark(m)}`,
+    ]),
+    ...(t.linkGroup !== undefined ? [`iifgroup ${t.linkGroup} ${setMark(t.marks[0]!)}`] : []),
   ];
   marking.push(`${marking.pop()} ${version}`);
   const result = [{ name: "prerouting", spec: "{ type filter hook prerouting priority mangle; policy accept; }", rules: marking }];
@@ -63,7 +64,7 @@ function installTable(t: NftTable): string[] {
   for (const f of FAMILIES) {
     const exempt = f === 4 ? t.exempt4 : t.exempt6;
     lines.push(
-      `add set ${T} ${podSet(f)} ${podSetSpec(f)}`,
+      ...t.marks.map((m) => `add set ${T} ${nftSetName(f, m.set)} ${podSetSpec(f)}`),
       `add set ${T} exempt${f} ${exemptSetSpec(f)}`,
       `flush set ${T} exempt${f}`,
       ...(exempt.length ? [`add element ${T} exempt${f} { ${exempt.join(", ")} }`] : []),
@@ -85,14 +86,15 @@ const elementValue = (e: NftElement) => `${e.address} . "${e.iface}"`;
 export function applyNft(installTables: NftTable[], addElements: NftElement[], delElements: NftElement[], removeTables: NftTable[]): void {
   const gone = new Set(removeTables.map((t) => t.table));
   const lines = installTables.flatMap(installTable);
-  for (const e of addElements) lines.push(`add element inet ${e.table} ${podSet(e.family)} { ${elementValue(e)} comment "${e.comment}" }`);
+  for (const e of addElements) lines.push(`add element inet ${e.table} ${nftSetName(e.family, e.set)} { ${elementValue(e)} comment "${e.comment}" }`);
   for (const e of delElements.filter((e) => !gone.has(e.table))) {
     const T = `inet ${e.table}`;
+    const set = nftSetName(e.family, e.set);
     lines.push(
       `add table ${T}`,
-      `add set ${T} ${podSet(e.family)} ${podSetSpec(e.family)}`,
-      `add element ${T} ${podSet(e.family)} { ${elementValue(e)} }`,
-      `delete element ${T} ${podSet(e.family)} { ${elementValue(e)} }`,
+      `add set ${T} ${set} ${podSetSpec(e.family)}`,
+      `add element ${T} ${set} { ${elementValue(e)} }`,
+      `delete element ${T} ${set} { ${elementValue(e)} }`,
     );
   }
   for (const t of removeTables) lines.push(`add table inet ${t.table}`, `delete table inet ${t.table}`);
@@ -128,7 +130,8 @@ export class NftTableState {
   drift(t: NftTable): string[] {
     const problems: string[] = [];
     const sets = new Set(this.items.flatMap((i) => (i.set ? [i.set.name] : [])));
-    for (const name of ["pods4", "pods6", "exempt4", "exempt6"]) if (!sets.has(name)) problems.push(`set ${name} is missing from table inet ${t.table}`);
+    const wanted = ["exempt4", "exempt6", ...t.marks.flatMap((m) => FAMILIES.map((f) => nftSetName(f, m.set)))];
+    for (const name of wanted) if (!sets.has(name)) problems.push(`set ${name} is missing from table inet ${t.table}`);
     for (const c of chains(t)) {
       const written = this.items.some((i) => i.rule?.chain === c.name && i.rule.comment === versionComment(t));
       if (!written) problems.push(`chain ${c.name} of table inet ${t.table} does not hold the planned rules`);
@@ -137,7 +140,7 @@ export class NftTableState {
   }
 
   hasElement(e: NftElement): boolean {
-    const set = this.items.find((i) => i.set?.name === podSet(e.family))?.set;
+    const set = this.items.find((i) => i.set?.name === nftSetName(e.family, e.set))?.set;
     return (set?.elem ?? []).some((raw) => {
       const item = raw as { elem?: { val?: unknown }; concat?: unknown };
       const value = (item.elem?.val ?? item) as { concat?: unknown[] };

@@ -24,20 +24,18 @@ function expectInvalid(fields: Record<string, unknown>, message: string | RegExp
   else expect(err.message).toMatch(message);
 }
 
+/** The transparent-tunnel mark's routing for `base` with `fields`. */
+const routing = (fields: Record<string, unknown>) => parseConfig({ ...base, ...fields }).marks[0]!.routing!;
+
 describe('defaults', () => {
   test('a minimal netconf gets every documented default', () => {
     expect(parseConfig(base)).toEqual({
       cniVersion: '1.0.0',
       name: 'mrnet',
       mode: 'transparent-tunnel',
-      mark: 0x10,
-      mask: 0x10,
-      table: 100,
-      rulePriority: 32765,
+      annotation: 'cni.fwmark.net/name',
+      marks: [{ name: 'default', tag: '', mark: 0x10, mask: 0x10, routing: { table: 100, priority: 32765 } }],
       suppressMainPrefixLength: undefined,
-      uplink: undefined,
-      gateway: undefined,
-      gateway6: undefined,
       exemptCIDRs: [],
       backend: 'auto',
       linkGroup: undefined,
@@ -72,7 +70,11 @@ describe('defaults', () => {
       logFile: '/var/log/markroute.log',
       logLevel: 'info',
     });
-    expect(c).toMatchObject({ mark: 16, mask: 16, table: 100, rulePriority: 32765, uplink: 'eth0', gateway: '10.224.0.1', gateway6: 'fe80::1', backend: 'auto', linkGroup: 8 });
+    expect(c).toMatchObject({ backend: 'auto', linkGroup: 8 });
+    expect(c.marks).toEqual([{
+      name: 'default', tag: '', mark: 16, mask: 16,
+      routing: { table: 100, priority: 32765, uplink: 'eth0', gateway: '10.224.0.1', gateway6: 'fe80::1' },
+    }]);
     expect(c.exemptCIDRs).toEqual([
       { cidr: { family: 4, text: '10.0.0.0/16' }, why: 'service' },
       { cidr: { family: 6, text: 'fd00:10::/108' }, why: 'service' },
@@ -141,8 +143,7 @@ describe('mark and mask', () => {
     ['0x80', '0x80', 0x80, 0x80],
   ])('mark %j / mask %j -> %d / %d', (mark, mask, m, k) => {
     const c = parseConfig({ ...base, mark, mask });
-    expect(c.mark).toBe(m);
-    expect(c.mask).toBe(k);
+    expect(c.marks[0]).toMatchObject({ mark: m, mask: k });
   });
 
   test('a mark bit outside the mask is refused, naming both in hex', () => {
@@ -188,7 +189,7 @@ describe('mark and mask', () => {
 
 describe('table, priorities, prefix length', () => {
   test.each([1, 252, 256, 1000, 0xffffffff])('table %d is accepted', (table) => {
-    expect(parseConfig({ ...base, table }).table).toBe(table);
+    expect(routing({ table }).table).toBe(table);
   });
 
   test.each([253, 254, 255])("table %d (the kernel's own) is refused", (table) => {
@@ -204,8 +205,8 @@ describe('table, priorities, prefix length', () => {
   });
 
   test('rulePriority 2..32765 is accepted; 0, 1, 32766 (main) and beyond are refused', () => {
-    expect(parseConfig({ ...base, rulePriority: 2 }).rulePriority).toBe(2);
-    expect(parseConfig({ ...base, rulePriority: 1000 }).rulePriority).toBe(1000);
+    expect(routing({ rulePriority: 2 }).priority).toBe(2);
+    expect(routing({ rulePriority: 1000 }).priority).toBe(1000);
     for (const rulePriority of [0, 1, 32766, 32767, 40000, -5, 10.5, '100']) expectInvalid({ rulePriority }, /^invalid netconf: rulePriority: /);
   });
 
@@ -218,7 +219,7 @@ describe('table, priorities, prefix length', () => {
 
 describe('uplink and gateways', () => {
   test.each(['eth0', 'ens5', 'vlan.100', 'br-lan_0', 'a@b', 'x23456789012345'])('uplink %j is accepted', (uplink) => {
-    expect(parseConfig({ ...base, uplink }).uplink).toBe(uplink);
+    expect(routing({ uplink }).uplink).toBe(uplink);
   });
 
   test.each(['eth0;rm -rf /', '$(id)', '`id`', 'eth 0', 'x234567890123456', '', '-eth0', '.eth0', 'eth0\n', 'eth/0', 'eth0"', "eth0'", 'ethé'])(
@@ -227,10 +228,10 @@ describe('uplink and gateways', () => {
   );
 
   test('gateways are canonicalised', () => {
-    const c = parseConfig({ ...base, gateway: '10.224.0.1', gateway6: 'FE80:0:0:0:0:0:0:1' });
-    expect(c.gateway).toBe('10.224.0.1');
-    expect(c.gateway6).toBe('fe80::1');
-    expect(parseConfig({ ...base, gateway6: '2001:db8:0:0:1:0:0:1' }).gateway6).toBe('2001:db8::1:0:0:1');
+    const r = routing({ gateway: '10.224.0.1', gateway6: 'FE80:0:0:0:0:0:0:1' });
+    expect(r.gateway).toBe('10.224.0.1');
+    expect(r.gateway6).toBe('fe80::1');
+    expect(routing({ gateway6: '2001:db8:0:0:1:0:0:1' }).gateway6).toBe('2001:db8::1:0:0:1');
   });
 
   test('a gateway of the wrong family or not an address is refused', () => {
@@ -274,7 +275,7 @@ describe('enumerations, names and paths', () => {
   test('mode, backend, rpFilter, logLevel accept only their values', () => {
     expect(parseConfig({ ...base, rpFilter: 'unchanged' }).rpFilter).toBe('unchanged');
     expect(parseConfig({ ...base, logLevel: 'debug' }).logLevel).toBe('debug');
-    expectInvalid({ mode: 'annotated' }, /^invalid netconf: mode: /);
+    expectInvalid({ mode: 'annotated' }, /^invalid netconf: marks: annotated mode needs at least one entry/);
     expectInvalid({ mode: 'TRANSPARENT-TUNNEL' }, /^invalid netconf: mode: /);
     expectInvalid({ backend: 'ebpf' }, /^invalid netconf: backend: /);
     expectInvalid({ rpFilter: 'strict' }, /^invalid netconf: rpFilter: /);

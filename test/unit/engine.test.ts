@@ -50,7 +50,7 @@ function planFor(pod: number, overrides: Record<string, unknown> = {}) {
     },
   });
   const hostMatch = resolveHostMatch(config.prevResult!, "eth0", () => undefined);
-  return planAttachment(config, { network: "net", containerId: `c${pod}`, ifName: "eth0" }, hostMatch, facts);
+  return planAttachment(config, { network: "net", containerId: `c${pod}`, ifName: "eth0" }, hostMatch, facts, (config).marks[0]!);
 }
 
 function fixture() {

@@ -130,7 +130,7 @@ describe('planAttachment', () => {
   });
 
   test('IPv4 routed pod with defaults: exact objects and keys', () => {
-    const plan = planAttachment(config(), att, routed4, facts);
+    const plan = planAttachment(config(), att, routed4, facts, (config()).marks[0]!);
     expect(plan.id).toBe('mrnet_7e84a9894ae7dbed813078e2f9d81cc1_eth0');
     expect(plan.id).toBe(attachmentId(att));
     expect(plan.attachment).toEqual(att);
@@ -138,7 +138,7 @@ describe('planAttachment', () => {
     expect(plan.objects).toEqual([
       { kind: 'ipset', family: 4, name: set4 },
       { kind: 'element', family: 4, set: set4, address: '10.244.0.5', iface: 'veth6a1b2c3d', comment: 'team-a/web-1 7e84a9894ae7 eth0' },
-      { kind: 'markChain', family: 4, variant: 'nft', chain, set: set4, mark: 16, mask: 16, exempt: [], network: 'mrnet' },
+      { kind: 'markChain', family: 4, variant: 'nft', chain, network: 'mrnet', exempt: [], marks: [{ name: 'default', set: set4, mark: 16, mask: 16 }] },
       { kind: 'rule', family: 4, priority: 32765, mark: 16, mask: 16, table: 100 },
       { kind: 'route', family: 4, table: 100, gateway: '10.224.0.1', dev: 'eth0' },
       { kind: 'rpFilter', dev: 'eth0', value: 2 },
@@ -159,15 +159,15 @@ describe('planAttachment', () => {
       serviceCIDRs: ['10.0.0.0/16', 'fd00:10::/108'], excludeCIDRs: ['168.63.129.16/32'],
     });
     const hm: HostMatch = { iface: 'cni0', topology: 'bridged', addresses: [{ family: 6, address: 'fd00:244:0:1::7' }, { family: 4, address: '10.244.1.7' }] };
-    const plan = planAttachment(c, { network: 'mrnet', containerId: 'abc', ifName: 'eth0' }, hm, { ...facts, iptablesVariant: 'legacy' });
+    const plan = planAttachment(c, { network: 'mrnet', containerId: 'abc', ifName: 'eth0' }, hm, { ...facts, iptablesVariant: 'legacy' }, (c).marks[0]!);
     // Marking objects of every family first, then the routing objects of each.
     expect(plan.objects).toEqual([
       { kind: 'ipset', family: 4, name: set4 },
       { kind: 'element', family: 4, set: set4, address: '10.244.1.7', iface: 'cni0', comment: 'abc eth0' },
-      { kind: 'markChain', family: 4, variant: 'legacy', chain, set: set4, mark: 0x10000, mask: 0xff0000, exempt: ['10.0.0.0/16', '168.63.129.16/32'], network: 'mrnet' },
+      { kind: 'markChain', family: 4, variant: 'legacy', chain, network: 'mrnet', exempt: ['10.0.0.0/16', '168.63.129.16/32'], marks: [{ name: 'default', set: set4, mark: 0x10000, mask: 0xff0000 }] },
       { kind: 'ipset', family: 6, name: set6 },
       { kind: 'element', family: 6, set: set6, address: 'fd00:244:0:1::7', iface: 'cni0', comment: 'abc eth0' },
-      { kind: 'markChain', family: 6, variant: 'legacy', chain, set: set6, mark: 0x10000, mask: 0xff0000, exempt: ['fd00:10::/108'], network: 'mrnet' },
+      { kind: 'markChain', family: 6, variant: 'legacy', chain, network: 'mrnet', exempt: ['fd00:10::/108'], marks: [{ name: 'default', set: set6, mark: 0x10000, mask: 0xff0000 }] },
       { kind: 'rule', family: 4, priority: 200, mark: 0x10000, mask: 0xff0000, table: 7 },
       { kind: 'suppressRule', family: 4, priority: 199, prefixLength: 0 },
       { kind: 'route', family: 4, table: 7, gateway: '10.224.0.1', dev: 'eth0' },
@@ -186,37 +186,37 @@ describe('planAttachment', () => {
 
   test('IPv6-only pod: IPv6 objects only, and no rp_filter', () => {
     const hm: HostMatch = { iface: 'vethX', topology: 'routed', addresses: [{ family: 6, address: 'fd00:244::9' }] };
-    const kinds = planAttachment(config(), att, hm, facts).objects.map((o) => `${o.kind}/${'family' in o ? o.family : '-'}`);
+    const kinds = planAttachment(config(), att, hm, facts, (config()).marks[0]!).objects.map((o) => `${o.kind}/${'family' in o ? o.family : '-'}`);
     expect(kinds).toEqual(['ipset/6', 'element/6', 'markChain/6', 'rule/6', 'route/6']);
   });
 
   test('rpFilter "unchanged" plans no rp_filter object', () => {
-    const plan = planAttachment(config({ rpFilter: 'unchanged' }), att, routed4, facts);
+    const plan = planAttachment(config({ rpFilter: 'unchanged' }), att, routed4, facts, (config({ rpFilter: 'unchanged' })).marks[0]!);
     expect(plan.objects.map((o) => o.kind)).toEqual(['ipset', 'element', 'markChain', 'rule', 'route']);
   });
 
   test('the comment is pod namespace/name, container ID prefix and interface; without k8s names, the last two', () => {
     const { podNamespace: _ns, podName: _n, ...bare } = att;
-    const el = (a: Attachment) => planAttachment(config(), a, routed4, facts).objects.find((o) => o.kind === 'element');
+    const el = (a: Attachment) => planAttachment(config(), a, routed4, facts, (config()).marks[0]!).objects.find((o) => o.kind === 'element');
     expect(el(att)).toMatchObject({ comment: 'team-a/web-1 7e84a9894ae7 eth0' });
     expect(el(bare)).toMatchObject({ comment: '7e84a9894ae7 eth0' });
     expect(el({ ...bare, podName: 'only-name' })).toMatchObject({ comment: '7e84a9894ae7 eth0' });
   });
 
   test('no uplink for a family is error 102 naming the netconf fields to set', () => {
-    const noV4 = cniError(() => planAttachment(config(), att, routed4, { backend: 'iptables', iptablesVariant: 'nft', uplinks: {} }));
+    const noV4 = cniError(() => planAttachment(config(), att, routed4, { backend: 'iptables', iptablesVariant: 'nft', uplinks: {} }, (config()).marks[0]!));
     expect(noV4.code).toBe(102);
     expect(noV4.message).toBe('no IPv4 uplink: the main table has no default route with a gateway; set "uplink" and "gateway" in the netconf');
     const dual: HostMatch = { ...routed4, addresses: [...routed4.addresses, { family: 6, address: 'fd00:244::5' }] };
-    const noV6 = cniError(() => planAttachment(config(), att, dual, { backend: 'iptables', iptablesVariant: 'nft', uplinks: { 4: facts.uplinks[4]! } }));
+    const noV6 = cniError(() => planAttachment(config(), att, dual, { backend: 'iptables', iptablesVariant: 'nft', uplinks: { 4: facts.uplinks[4]! } }, (config()).marks[0]!));
     expect(noV6.code).toBe(102);
     expect(noV6.message).toBe('no IPv6 uplink: the main table has no default route with a gateway; set "uplink" and "gateway6" in the netconf');
   });
 
   test('shared objects have the same key for every pod of a network; pod elements do not', () => {
-    const a = planAttachment(config(), att, routed4, facts);
+    const a = planAttachment(config(), att, routed4, facts, (config()).marks[0]!);
     const b = planAttachment(config(), { ...att, containerId: 'ffff0000', podName: 'web-2' },
-      { iface: 'veth99', topology: 'routed', addresses: [{ family: 4, address: '10.244.0.9' }] }, facts);
+      { iface: 'veth99', topology: 'routed', addresses: [{ family: 4, address: '10.244.0.9' }] }, facts, (config()).marks[0]!);
     const keysA = a.objects.map(objectKey);
     const keysB = b.objects.map(objectKey);
     expect(keysA.filter((k) => keysB.includes(k))).toEqual([`ipset/${set4}`, `markChain/4/nft/${chain}`, 'rule/4/32765/16/16/100', 'route/4/100', 'rpFilter/eth0']);
@@ -225,7 +225,7 @@ describe('planAttachment', () => {
 
   test('object keys follow what identifies the kernel object', () => {
     const keys = (extra: Record<string, unknown>, network = 'mrnet') =>
-      planAttachment(config({ ...extra, name: network }), { ...att, network }, routed4, facts).objects.map(objectKey);
+      planAttachment(config({ ...extra, name: network }), { ...att, network }, routed4, facts, (config({ ...extra, name: network })).marks[0]!).objects.map(objectKey);
     const plain = keys({});
     // another network: its own set and chain, but the same routing objects
     const other = keys({}, 'other');
@@ -240,7 +240,7 @@ describe('planAttachment', () => {
   test('planning is pure: same input, same output; inputs untouched', () => {
     const c = config({ serviceCIDRs: ['10.0.0.0/16'] });
     const snapshot = JSON.stringify([c, att, routed4, facts]);
-    expect(planAttachment(c, att, routed4, facts)).toEqual(planAttachment(c, att, routed4, facts));
+    expect(planAttachment(c, att, routed4, facts, (c).marks[0]!)).toEqual(planAttachment(c, att, routed4, facts, (c).marks[0]!));
     expect(JSON.stringify([c, att, routed4, facts])).toBe(snapshot);
   });
 });
