@@ -592,6 +592,30 @@ describe('ipv6ProbeRewrite sources across fe80::/10 (nftables)', () => {
   });
 });
 
+// linkGroup is set on the host interface prevResult names: one that does not exist makes the
+// kernel refuse the ADD after the marking objects went in; the ADD rolls back, DEL succeeds.
+describe.each(BACKENDS)('linkGroup on a host interface that does not exist, backend %s', (backend) => {
+  test('ADD is refused by the kernel (code 100) and changes nothing; DEL succeeds', () => {
+    const rowDir = join(dir, `group-gone-${backend}`);
+    const stateDir = join(rowDir, 'state');
+    const prevResult = { ...PREV, interfaces: [{ name: 'vethgone0' }, PREV.interfaces[1]] };
+    const conf = merge(baseNetconf(rowDir, backend), { name: `mrgroup-${backend}`, table: backend === 'iptables' ? 106 : 116, linkGroup: 8, prevResult });
+    const cid = newContainerId();
+    const before = snapshot(NS);
+    const add = plugin(baseEnv('ADD', cid), JSON.stringify(conf));
+    expect(add.status).toBe(1);
+    const err = parseError(add);
+    expect(err.code, err.msg).toBe(100);
+    expect(err.details).toContain('link set dev vethgone0 group 8');
+    expect(add.stderr).toBe('');
+    expect(records(stateDir)).toEqual([]);
+    expect(snapshot(NS)).toEqual(before);
+    const del = plugin({ ...baseEnv('DEL', cid), CNI_NETNS: '' }, JSON.stringify(merge(conf, { prevResult: undefined })));
+    expect([del.status, del.stdout, del.stderr]).toEqual([0, '', '']);
+    expect(snapshot(NS)).toEqual(before);
+  });
+});
+
 // Deeply nested JSON parses (V8's JSON.parse is iterative) but cannot be printed back
 // (JSON.stringify recurses): a prevResult carrying such a value must be refused before anything
 // changes, not fail when the result is printed.
