@@ -100,7 +100,13 @@ export async function add(config: Config, req: CniRequest): Promise<Outcome> {
   if (!mark) return { result: result(), warning: `not marked: the pod has no ${config.annotation} annotation` };
   const summary = await withState(config.stateDir, (tx) => {
     const { facts, detected } = nodeFacts(config, mark, familiesOf(config, hostMatch), tx.index.facts);
-    tx.index.facts = { backend: facts.backend, iptablesVariant: facts.iptablesVariant, uplinks: { ...tx.index.facts?.uplinks, ...detected } };
+    const cached = tx.index.facts;
+    tx.index.facts = {
+      // What `auto` resolved to is kept; a netconf naming its backend does not change it.
+      backend: config.backend === "auto" ? facts.backend : cached?.backend,
+      iptablesVariant: facts.iptablesVariant ?? cached?.iptablesVariant,
+      uplinks: { ...cached?.uplinks, ...detected },
+    };
     tx.add(planAttachment(config, attachment, hostMatch, facts, mark));
     return tx.summary;
   });

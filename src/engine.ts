@@ -1,6 +1,6 @@
 // Reference-counted changes under the lock: records first, then the kernel, then the index.
 import { applyChange, driftOf, type Removal } from "./backend/apply.js";
-import { isPerPod, objectKey, type AttachmentPlan, type KernelObject } from "./plan.js";
+import { isPerPod, mergeShared, objectKey, type AttachmentPlan, type KernelObject } from "./plan.js";
 import { acquireLock } from "./state/lock.js";
 import {
   STATE_VERSION, StateStore, emptyIndex, kernelIdentity, type AttachmentRecord, type StateIndex, type StateStorage,
@@ -75,10 +75,10 @@ export class Transaction {
     for (const key of mixed) {
       const entry = this.index.objects[key]!;
       const versions = records.flatMap((r) => r.objects.filter((o) => objectKey(o) === key));
-      const newest = versions.at(-1);
-      if (!newest) continue;
-      if (versions.every((v) => sameObject(v, newest))) delete entry.mixed;
-      if (!sameObject(newest, entry.object)) reinstate.push(newest);
+      if (versions.length === 0) continue;
+      const wanted = versions.reduce((held, planned) => mergeShared(planned, held));
+      if (versions.every((v) => sameObject(v, wanted))) delete entry.mixed;
+      if (!sameObject(wanted, entry.object)) reinstate.push(wanted);
     }
     return reinstate;
   }
@@ -113,14 +113,16 @@ export class Transaction {
     const keys = new Set(plan.objects.map(objectKey));
     const old = this.store.readRecord(plan.id)?.objects ?? [];
     const oldKeys = new Set(old.map(objectKey));
-    const install = plan.objects.filter((o) => {
-      const known = this.index.objects[objectKey(o)];
+    const install = plan.objects.flatMap((planned) => {
+      const known = this.index.objects[objectKey(planned)];
       // After a failed recovery the index may list objects that are not there: install them all.
-      if (!known || !isShared(o) || this.unhealed) return true;
-      if (sameObject(known.object, o)) return false;
+      if (!known || !isShared(planned)) return [planned];
+      const heldByOthers = (this.index.refs[objectKey(planned)] ?? 0) > (oldKeys.has(objectKey(planned)) ? 1 : 0);
+      const o = heldByOthers ? mergeShared(planned, known.object) : planned;
+      if (sameObject(known.object, o) && !this.unhealed) return [];
       // The conflist changed under pods that hold this object: remember to look at them on release.
-      if ((this.index.refs[objectKey(o)] ?? 0) > (oldKeys.has(objectKey(o)) ? 1 : 0)) known.mixed = true;
-      return true;
+      if (heldByOthers && !sameObject(known.object, o)) known.mixed = true;
+      return [o];
     });
     this.count(plan.objects.filter((o) => !oldKeys.has(objectKey(o))), 1);
     const released = old.filter((o) => !keys.has(objectKey(o)));
@@ -177,7 +179,12 @@ export class Transaction {
   reconcile(): void {
     const records = this.store.listRecords().sort((a, b) => a.createdAt.localeCompare(b.createdAt));
     const desired = new Map<string, KernelObject>();
-    for (const r of records) for (const o of r.objects) desired.set(objectKey(o), o);
+    for (const r of records) {
+      for (const o of r.objects) {
+        const held = desired.get(objectKey(o));
+        desired.set(objectKey(o), held ? mergeShared(o, held) : o);
+      }
+    }
     this.index.refs = {};
     for (const r of records) this.count(r.objects, 1);
     // What the index may have installed and no record needs (elements are not in the index: a

@@ -48,6 +48,19 @@ export type KernelObject =
 /** Objects of one pod; every other kind is shared by the pods of a network (or of a node). */
 export const isPerPod = (o: KernelObject) => o.kind === "element" || o.kind === "nftElement" || o.kind === "linkGroup";
 
+/**
+ * What to install when one attachment plans `planned` and others still hold `held` (an older
+ * version of the same object, from before the conflist changed). Newest wins, except where that
+ * would silently drop what held pods rely on: pods matched by a link group have no elements, so
+ * the group's rule stays while any of them may be attached.
+ */
+export function mergeShared(planned: KernelObject, held: KernelObject): KernelObject {
+  if (planned.kind === "nftTable" && held.kind === "nftTable" && planned.linkGroup === undefined && held.linkGroup !== undefined) {
+    return { ...planned, linkGroup: held.linkGroup };
+  }
+  return planned;
+}
+
 /** Identity of a kernel object: two plans that produce the same key share (and ref-count) one object. */
 export function objectKey(o: KernelObject): string {
   switch (o.kind) {
