@@ -16,6 +16,11 @@ export interface Snapshot {
   nft: unknown[];
   /** rp_filter of all, default and every interface, e.g. {"all": "1", "eth0": "2"}. */
   rpFilter: Record<string, string>;
+  /**
+   * The other routing sysctls a plugin could change, by key (e.g. "net.ipv4.ip_forward",
+   * "net.ipv6.conf.eth0.forwarding", "net.ipv4.conf.all.src_valid_mark"), of every interface.
+   */
+  sysctls: Record<string, string>;
 }
 
 const out = (ns: string, argv: string[]): string => nsExec(ns, argv, { check: false }).stdout;
@@ -81,14 +86,23 @@ export function normalizeNft(json: string): unknown[] {
   return items.filter((i) => !emptyIptables(i)).map(strip);
 }
 
+/** The sysctls a snapshot holds: forwarding, reverse-path and redirect handling, marks in routing, per interface. */
+const SYSCTLS =
+  '^net\\.(ipv4\\.(ip_forward|conf\\..+\\.(rp_filter|src_valid_mark|forwarding|accept_local|send_redirects|accept_redirects|route_localnet|proxy_arp))' +
+  '|ipv6\\.conf\\..+\\.(forwarding|accept_ra|accept_redirects|disable_ipv6|proxy_ndp))$';
+
 const json = (text: string): unknown[] => (text.trim() ? (JSON.parse(text) as unknown[]) : []);
 
 export function snapshot(ns: string): Snapshot {
   const rpFilter: Record<string, string> = {};
-  // `sysctl -a` style listing of conf/*/rp_filter, read inside the namespace
-  for (const line of out(ns, ['sysctl', '-a', '-r', '^net\\.ipv4\\.conf\\..*\\.rp_filter$']).split('\n')) {
-    const m = /^net\.ipv4\.conf\.(.+)\.rp_filter = (\d+)$/.exec(line.trim());
-    if (m) rpFilter[m[1]!] = m[2]!;
+  const sysctls: Record<string, string> = {};
+  // `sysctl -a` style listing, read inside the namespace: rp_filter apart, the rest by key
+  for (const line of out(ns, ['sysctl', '-a', '-r', SYSCTLS]).split('\n')) {
+    const kv = /^(\S+) = (.*)$/.exec(line.trim());
+    if (!kv) continue;
+    const rp = /^net\.ipv4\.conf\.(.+)\.rp_filter$/.exec(kv[1]!);
+    if (rp) rpFilter[rp[1]!] = kv[2]!;
+    else sysctls[kv[1]!] = kv[2]!;
   }
   return {
     iptables: {
@@ -104,5 +118,6 @@ export function snapshot(ns: string): Snapshot {
     routes6: json(out(ns, ['ip', '-j', '-6', 'route', 'show', 'table', 'all'])),
     nft: normalizeNft(out(ns, ['nft', '-j', 'list', 'ruleset'])),
     rpFilter,
+    sysctls,
   };
 }
