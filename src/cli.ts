@@ -2,7 +2,8 @@
 import { Command } from "commander";
 import { isPerPod, objectKey, type KernelObject } from "./plan.js";
 import * as commands from "./commands.js";
-import { CniError } from "./cni/errors.js";
+import { CniError, ErrorCode } from "./cni/errors.js";
+import { explain, packetOf } from "./explain.js";
 import { decodeNetconf, readStdin } from "./cni/request.js";
 import { SUPPORTED_VERSIONS, parseConfig } from "./config.js";
 import { withState, type Transaction } from "./engine.js";
@@ -39,6 +40,20 @@ export async function cli(args: string[]): Promise<number> {
       console.log(JSON.stringify(plan, null, 2));
     });
 
+  program.command("explain")
+    .description("what happens to a packet: which rule marks or exempts it, which ip rule it meets, the route the kernel picks")
+    .argument("[attachment]", "a recorded attachment id or container ID (prefix); its pod address and host interface are the packet's source")
+    .option("--from <ip>", "source address (instead of an attachment)")
+    .option("--iif <dev>", "interface the packet arrives on (with --from)")
+    .requiredOption("--to <ip>", "destination address")
+    .option("--state-dir <dir>", "state directory", DEFAULT_STATE_DIR)
+    .action(async (attachment: string | undefined, opts: { from?: string; iif?: string; to: string; stateDir: string }) => {
+      if (!attachment && !(opts.from && opts.iif)) throw new CniError(ErrorCode.invalidEnvironment, "name an attachment, or give --from and --iif");
+      const lines = await withState(opts.stateDir, (tx) =>
+        explain(tx, attachment ? packetOf(tx, attachment, opts.to) : { from: opts.from!, iif: opts.iif!, to: opts.to }));
+      console.log(lines.join("\n"));
+    });
+
   program.command("reconcile")
     .description("re-apply every recorded attachment and remove what no record needs; prints what it fixed")
     .option("--state-dir <dir>", "state directory", DEFAULT_STATE_DIR)
@@ -55,13 +70,10 @@ export async function cli(args: string[]): Promise<number> {
     await program.parseAsync(args, { from: "user" });
     return 0;
   } catch (err) {
-    if (err instanceof CniError) {
-      process.stderr.write(`markroute: ${err.message}\n`);
-      return 1;
-    }
     const code = (err as { exitCode?: number }).exitCode;
     if (code !== undefined) return code; // commander already printed help or the usage error
-    throw err;
+    process.stderr.write(`markroute: ${(err as Error).message}\n`);
+    return 1;
   }
 }
 

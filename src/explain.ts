@@ -1,0 +1,93 @@
+// `markroute explain`: what happens to one packet, in words a person can act on. Which of our
+// objects marks or exempts it is read from the state (what is installed); which ip rule it meets
+// and the route it takes come from the kernel itself (`ip route get … mark …`).
+import { readRules } from "./backend/iproute.js";
+import { runTool } from "./kernel/exec.js";
+import { familyOf, parseCidr } from "./net/cidr.js";
+import type { KernelObject, MarkChain, NftTable } from "./plan.js";
+import type { Transaction } from "./engine.js";
+
+export interface Packet {
+  from: string;
+  iif: string;
+  to: string;
+}
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+/** Whether `address` is inside `cidr` (same family). */
+function contains(cidr: string, address: string): boolean {
+  const [, len] = cidr.split("/");
+  return parseCidr(`${address}/${len}`).text === cidr;
+}
+
+/** The recorded attachment `id` (or the one whose container ID starts with it) as a packet source. */
+export function packetOf(tx: Transaction, idOrContainer: string, to: string): Packet {
+  const records = tx.records();
+  const record = records.find((r) => r.id === idOrContainer) ?? records.find((r) => r.attachment.containerId.startsWith(idOrContainer));
+  if (!record) throw new Error(`no recorded attachment ${idOrContainer}; \`markroute status\` lists them`);
+  const family = familyOf(to);
+  const from = record.hostMatch.addresses.find((a) => a.family === family);
+  if (!from) throw new Error(`attachment ${record.id} has no IPv${family} address to send to ${to} from`);
+  return { from: from.address, iif: record.hostMatch.iface, to };
+}
+
+/** The verdict of our marking objects on the packet, as installed now. */
+function verdict(tx: Transaction, p: Packet): { lines: string[]; mark?: { mark: number; mask: number } } {
+  const family = familyOf(p.to);
+  const installed = Object.values(tx.index.objects).map((e) => e.object);
+  const perPod = tx.records().flatMap((r) => r.objects);
+  const marking = installed.filter((o): o is MarkChain | NftTable =>
+    (o.kind === "markChain" && o.family === family) || o.kind === "nftTable");
+  if (marking.length === 0) return { lines: ["no markroute chain or table is installed: the packet is not marked"] };
+  for (const m of marking) {
+    const where = m.kind === "markChain" ? `iptables chain ${m.chain} (mangle, ${m.variant})` : `nftables table inet ${m.table}`;
+    const exempt = m.kind === "markChain" ? m.exempt : family === 4 ? m.exempt4 : m.exempt6;
+    const hit = exempt.find((cidr) => contains(cidr, p.to));
+    if (hit) return { lines: [`${where}: ${p.to} is in the exempt CIDR ${hit} (serviceCIDRs/excludeCIDRs): not marked, routed by the main table`] };
+    const elements = perPod.filter((o) => (o.kind === "element" || o.kind === "nftElement") && o.address === p.from && o.iface === p.iif);
+    const grouped = m.kind === "nftTable" && m.linkGroup !== undefined && perPod.some((o) => o.kind === "linkGroup" && o.dev === p.iif);
+    for (const rule of m.marks) {
+      const inSet = elements.find((e) => "set" in e && e.set === rule.set);
+      if (inSet || (grouped && rule === m.marks[0])) {
+        const by = inSet ? `the set element ${p.from},${p.iif} (${(inSet as KernelObject & { comment: string }).comment})` : `interface group ${(m as NftTable).linkGroup}`;
+        return {
+          lines: [
+            `${where}: marked ${hex(rule.mark)}/${hex(rule.mask)} (mark "${rule.name}") by ${by}`,
+            "  unless the connection was DNATed by kube-proxy (a ClusterIP), whose packets are exempt in both directions",
+          ],
+          mark: { mark: rule.mark, mask: rule.mask },
+        };
+      }
+    }
+    return { lines: [`${where}: ${p.from} arriving on ${p.iif} is in none of its sets: not marked (is the pod attached? \`markroute status\`)`] };
+  }
+  return { lines: [] };
+}
+
+/** The whole explanation. */
+export function explain(tx: Transaction, p: Packet): string[] {
+  const family = familyOf(p.to);
+  if (!family || familyOf(p.from) !== family) throw new Error(`--from ${p.from} and --to ${p.to} must be addresses of one family`);
+  const lines = [`packet ${p.from} -> ${p.to} arriving on ${p.iif}:`];
+  const { lines: said, mark } = verdict(tx, p);
+  lines.push(...said.map((l) => `  ${l}`));
+  const fwmark = mark?.mark ?? 0;
+  // The local table answers only for the node's own addresses, and a suppress rule only for specific
+  // routes: the first other rule that matches the mark is the one that decides.
+  const rule = readRules(family).find((r) => {
+    if (r.table === "local" || r.suppress_prefixlen !== undefined) return false;
+    if (r.fwmark === undefined) return r.src === "all";
+    return ((fwmark & Number(r.fwmask ?? "0xffffffff")) >>> 0) === Number(r.fwmark);
+  });
+  if (rule) lines.push(`  ip rule ${rule.priority}: ${rule.fwmark ? `fwmark ${rule.fwmark}/${rule.fwmask ?? "0xffffffff"} ` : ""}lookup ${rule.table} decides`);
+  const route = runTool(["ip", "-j", `-${family}`, "route", "get", p.to, "from", p.from, "iif", p.iif, "mark", hex(fwmark)]);
+  if (route.status !== 0) {
+    lines.push(`  the kernel cannot route it: ${route.stderr.trim()} (does ${p.iif} exist here, with ${p.from} behind it?)`);
+  } else {
+    const [r] = JSON.parse(route.stdout) as { dev?: string; gateway?: string; table?: string; type?: string }[];
+    const via = r?.gateway ? `via ${r.gateway} ` : "";
+    lines.push(`  the kernel routes it ${via}dev ${r?.dev ?? "?"}${r?.table ? ` (table ${r.table})` : ""}${r?.type && r.type !== "unicast" ? ` [${r.type}]` : ""}`);
+  }
+  return lines;
+}

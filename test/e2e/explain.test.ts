@@ -1,0 +1,55 @@
+// `markroute explain`: the verdict on one packet, from what is installed and from the kernel's own
+// routing decision (`ip route get … mark …`), for both backends.
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createLab, FABRIC_IP, findPlugin, loadPtpConflist, type Backend, type Lab, type Pod } from '../lab/index.ts';
+
+describe.each(['iptables', 'nftables'] as Backend[])('markroute explain (%s backend)', (backend) => {
+  let lab: Lab;
+  let a: Pod;
+  let b: Pod;
+  let bin: string;
+  const stateDir = () => join(lab.dir, 'state');
+  const explain = (args: string[]) => lab.exec(lab.ns.node, [bin, 'explain', ...args, '--state-dir', stateDir()], { check: false });
+
+  beforeAll(async () => {
+    lab = await createLab();
+    bin = findPlugin('markroute', lab.cniPath)!;
+    const list = loadPtpConflist(lab, backend);
+    a = await lab.addPod('a', list);
+    b = await lab.addPod('b', list);
+  });
+
+  afterAll(async () => {
+    await lab?.destroy();
+  });
+
+  test('a pod to another pod: marked, the fwmark rule decides, the kernel routes it to the fabric', () => {
+    const out = explain([a.containerId.slice(0, 12), '--to', b.ip4!]);
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout).toContain(`packet ${a.ip4} -> ${b.ip4} arriving on ${a.hostIf}:`);
+    expect(out.stdout).toMatch(/marked 0x10\/0x10 \(mark "default"\) by the set element/);
+    expect(out.stdout).toContain('ip rule 32765: fwmark 0x10/0x10 lookup 100 decides');
+    expect(out.stdout).toContain(`the kernel routes it via ${FABRIC_IP} dev eth0 (table 100)`);
+  });
+
+  test('to a service CIDR: exempt, routed by the main table to the pod\'s own veth', () => {
+    const out = explain(['--from', a.ip4!, '--iif', a.hostIf!, '--to', '10.96.0.10']);
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout).toContain('is in the exempt CIDR 10.96.0.0/12');
+    expect(out.stdout).toContain('lookup main decides');
+  });
+
+  test('a source that is not an attached pod: not marked, and says how to check', () => {
+    const out = explain(['--from', '10.244.0.250', '--iif', a.hostIf!, '--to', b.ip4!]);
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout).toContain('is in none of its sets: not marked');
+    expect(out.stdout).toContain('lookup main decides');
+  });
+
+  test('an unknown attachment is a clear error', () => {
+    const out = explain(['nope', '--to', b.ip4!]);
+    expect(out.code).toBe(1);
+    expect(out.stderr).toBe('markroute: no recorded attachment nope; `markroute status` lists them\n');
+  });
+});
