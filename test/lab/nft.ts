@@ -1,8 +1,6 @@
-// Readers of markroute's nftables objects in a Snapshot, and one view of a pod's set element
-// whichever backend holds it (ipset `hash:net,iface` or the nftables table's pods4/pods6 sets),
-// so that a suite can assert the same thing for both backends.
+// Readers of markroute's nftables objects: its tables and their pod sets in a Snapshot, and a
+// chain's rules as `nft list` prints them. (markroute.ts builds its readers for both backends on these.)
 import { nsExec } from './exec.ts';
-import type { Backend } from './markroute.ts';
 import type { Snapshot } from './snapshot.ts';
 
 /** Names of markroute's nftables tables (`inet markroute-<8 hex>`) in a snapshot. */
@@ -15,12 +13,6 @@ export const markrouteNft = (s: Snapshot): unknown[] =>
     const o = Object.values(i)[0] as any;
     return o?.family === 'inet' && /^markroute-[0-9a-f]{8}$/.test(o.table ?? o.name ?? '');
   });
-
-/** The snapshot's nft ruleset without markroute's tables. */
-export const nftWithoutMarkroute = (s: Snapshot): unknown[] => {
-  const ours = new Set(markrouteNft(s));
-  return (s.nft as unknown[]).filter((i) => !ours.has(i));
-};
 
 export interface NftPodElement { table: string; set: string; address: string; iface: string; comment?: string }
 
@@ -39,17 +31,6 @@ export function nftPodElements(s: Snapshot, table?: string): NftPodElement[] {
     }
   }
   return out;
-}
-
-/**
- * The pods' set elements as `address,iface comment "..."`, sorted, read from the backend's own
- * objects: ipset save's `add` lines (set name dropped) or the nftables pod sets.
- */
-export function podElementTexts(s: Snapshot, backend: Backend): string[] {
-  if (backend === 'iptables') {
-    return s.ipset.split('\n').filter((l) => l.startsWith('add ')).map((l) => l.replace(/^add \S+ /, '')).sort();
-  }
-  return nftPodElements(s).map((e) => `${e.address},${e.iface}${e.comment !== undefined ? ` comment "${e.comment}"` : ''}`).sort();
 }
 
 /** The rules of one chain of a markroute table as `nft list` prints them (trimmed), or [] when absent. */
