@@ -228,7 +228,9 @@ const rows: Row[] = [
   // ---- linkGroup: an interface group, 32 bits; 0 is every interface's default group
   { name: 'linkGroup 0 (every interface\'s default group)', netconf: { linkGroup: 0 }, code: 7, msg: ['invalid netconf: linkGroup: Too small', '>=1'] },
   { name: 'negative linkGroup', netconf: { linkGroup: -8 }, code: 7, msg: ['invalid netconf: linkGroup: Too small', '>=1'] },
-  { name: 'linkGroup 2^32 (above 32 bits)', netconf: { linkGroup: 2 ** 32 }, code: 7, msg: ['invalid netconf: linkGroup: Too big', '<=4294967295'] },
+  { name: 'linkGroup 2^32 (above 32 bits)', netconf: { linkGroup: 2 ** 32 }, code: 7, msg: ['invalid netconf: linkGroup: Too big'] },
+  // The kernel's groups are 32-bit, but `ip link set group` (iproute2, which sets it) takes 0 to 2^31-1 only.
+  { name: 'linkGroup 2^31 (more than ip link set group takes)', netconf: { linkGroup: 2 ** 31 }, code: 7, msg: ['invalid netconf: linkGroup'] },
   { name: 'linkGroup as a string', netconf: { linkGroup: '8' }, code: 7, msg: ['invalid netconf: linkGroup', 'expected number, received string'] },
   { name: 'fractional linkGroup', netconf: { linkGroup: 8.5 }, code: 7, msg: ['invalid netconf: linkGroup', 'expected int'] },
 
@@ -612,6 +614,30 @@ describe.each(BACKENDS)('linkGroup on a host interface that does not exist, back
     expect(snapshot(NS)).toEqual(before);
     const del = plugin({ ...baseEnv('DEL', cid), CNI_NETNS: '' }, JSON.stringify(merge(conf, { prevResult: undefined })));
     expect([del.status, del.stdout, del.stderr]).toEqual([0, '', '']);
+    expect(snapshot(NS)).toEqual(before);
+  });
+});
+
+// The largest group `ip link set group` takes (iproute2 reads it as a signed 32-bit number).
+describe.each(BACKENDS)('linkGroup 2^31-1, backend %s', (backend) => {
+  test('is set on the host interface and matched; DEL puts the default group back', () => {
+    const GROUP = 2 ** 31 - 1;
+    const rowDir = join(dir, `group-max-${backend}`);
+    const conf = merge(baseNetconf(rowDir, backend), { name: `mrgroupmax-${backend}`, table: backend === 'iptables' ? 107 : 117, linkGroup: GROUP });
+    const cid = newContainerId();
+    const before = snapshot(NS);
+    const group = () => (JSON.parse(nsExec(NS, ['ip', '-j', 'link', 'show', 'dev', HOST_VETH]).stdout) as { group: string }[])[0]!.group;
+    const add = plugin(baseEnv('ADD', cid), JSON.stringify(conf));
+    expect([add.status, add.stderr], add.stdout).toEqual([0, '']);
+    expect(group()).toBe(String(GROUP));
+    if (backend === 'nftables') {
+      expect(nsExec(NS, ['nft', 'list', 'table', 'inet', nftTableName(`mrgroupmax-${backend}`)]).stdout).toContain(`iifgroup ${GROUP} meta mark set`);
+    } else {
+      expect(nsExec(NS, ['ipset', 'list']).stdout).toContain(`10.244.0.5,${HOST_VETH} comment`);
+    }
+    const del = plugin(baseEnv('DEL', cid), JSON.stringify(conf));
+    expect([del.status, del.stdout, del.stderr]).toEqual([0, '', '']);
+    expect(group()).toBe('default');
     expect(snapshot(NS)).toEqual(before);
   });
 });
