@@ -1,0 +1,76 @@
+// The annotated-mode conflists shipped in conflists/, read as libcni reads them: each plugin entry
+// gets the list's name and cniVersion (and runtimeConfig for the capabilities it declares), then
+// markroute's entry goes through parseConfig. 30-flannel-vpn.conflist cannot run here (flannel
+// needs its daemon), so this is where it is exercised; 20-ptp-annotated.conflist also runs under
+// containerd in test/e2e/containerd.test.ts.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { selectedMark } from '../../src/commands.ts';
+import { parseConfig } from '../../src/config.ts';
+import { cniError } from './helpers.ts';
+
+const POD_ANNOTATIONS = 'io.kubernetes.cri.pod-annotations';
+const load = (file: string) =>
+  JSON.parse(readFileSync(join(import.meta.dirname, '../../conflists', file), 'utf8')) as {
+    cniVersion: string; name: string; plugins: Record<string, any>[];
+  };
+
+/** markroute's netconf as libcni builds it from the list, with the pod's annotations when given. */
+function markrouteNetconf(file: string, annotations?: Record<string, string>) {
+  const list = load(file);
+  const entry = list.plugins.find((p) => p.type === 'markroute')!;
+  const wantsAnnotations = entry.capabilities?.[POD_ANNOTATIONS] === true;
+  return {
+    ...entry,
+    name: list.name,
+    cniVersion: list.cniVersion,
+    ...(annotations && wantsAnnotations ? { runtimeConfig: { [POD_ANNOTATIONS]: annotations } } : {}),
+  };
+}
+
+describe.each(['20-ptp-annotated.conflist', '30-flannel-vpn.conflist'])('%s', (file) => {
+  test('markroute is the last plugin and declares the pod-annotations capability', () => {
+    const list = load(file);
+    expect(list.plugins.at(-1)!.type).toBe('markroute');
+    expect(list.plugins.at(-1)!.capabilities).toEqual({ [POD_ANNOTATIONS]: true });
+  });
+
+  test("markroute's entry parses: annotated mode, a `vpn` entry with its table, uplink vpn0 and gateway", () => {
+    const c = parseConfig(markrouteNetconf(file));
+    expect(c.mode).toBe('annotated');
+    expect(c.annotation).toBe('cni.fwmark.net/name');
+    expect(c.marks).toEqual([{
+      name: 'vpn', tag: expect.stringMatching(/^[0-9a-f]{8}$/), mark: 0x10, mask: 0x10,
+      routing: { table: 123, priority: 32765, uplink: 'vpn0', gateway: '192.168.2.1' },
+    }]);
+    expect(c.backend).toBe('auto');
+    expect(c.rpFilter).toBe('loose');
+    expect(c.stateDir).toBe('/var/lib/cni/markroute');
+  });
+
+  test('a pod annotated vpn gets the entry, an unannotated pod none, an unknown name is error 7', () => {
+    expect(selectedMark(parseConfig(markrouteNetconf(file, { 'cni.fwmark.net/name': 'vpn' })))?.name).toBe('vpn');
+    expect(selectedMark(parseConfig(markrouteNetconf(file, { 'other/annotation': 'x' })))).toBeUndefined();
+    expect(selectedMark(parseConfig(markrouteNetconf(file)))).toBeUndefined();
+    const err = cniError(() => selectedMark(parseConfig(markrouteNetconf(file, { 'cni.fwmark.net/name': 'nosuch' }))));
+    expect([err.code, err.message]).toEqual([7, 'invalid netconf: marks: the pod\'s annotation cni.fwmark.net/name="nosuch" names no entry of marks; known: vpn']);
+  });
+});
+
+describe('30-flannel-vpn.conflist is a k3s/flannel chain', () => {
+  const list = load('30-flannel-vpn.conflist');
+
+  test("flannel first, with k3s's delegate (hairpin, default gateway), then portmap and bandwidth with their capabilities", () => {
+    expect(list).toMatchObject({ cniVersion: '1.0.0', name: 'cbr0' });
+    expect(list.plugins.map((p) => p.type)).toEqual(['flannel', 'portmap', 'bandwidth', 'markroute']);
+    expect(list.plugins[0]).toEqual({ type: 'flannel', delegate: { hairpinMode: true, forceAddress: true, isDefaultGateway: true } });
+    expect(list.plugins[1]).toEqual({ type: 'portmap', capabilities: { portMappings: true } });
+    expect(list.plugins[2]).toEqual({ type: 'bandwidth', capabilities: { bandwidth: true } });
+  });
+
+  test("k3s's service CIDR is exempt", () => {
+    const c = parseConfig(markrouteNetconf('30-flannel-vpn.conflist'));
+    expect(c.exemptCIDRs.map((e) => [e.cidr.text, e.why])).toEqual([['10.43.0.0/16', 'service'], ['169.254.169.254/32', 'exclude']]);
+  });
+});
