@@ -1,5 +1,5 @@
 # Shared by scripts/test.sh and scripts/demo.sh: install what is missing, and nothing else.
-DEBIAN_PACKAGES=(iproute2 iptables ipset nftables conntrack containernetworking-plugins iperf3 iputils-ping)
+DEBIAN_PACKAGES=(iproute2 iptables ipset nftables conntrack containernetworking-plugins iperf3 iputils-ping containerd runc gcc libc6-dev)
 
 install_debian_packages() {
   local missing=()
