@@ -69,14 +69,15 @@ function linkGroup(lab: Lab, dev: string): string | undefined {
   return (JSON.parse(r.stdout) as { group?: string }[])[0]?.group;
 }
 
-/** UDP from a pod to the server: all answered, and every request crossed the fabric (or none did). */
-async function expectThroughFabric(lab: Lab, from: Pod, server: Pod, crosses: boolean): Promise<void> {
+/** UDP from a pod to the server (over IPv4 or IPv6): all answered, and every request crossed the fabric (or none did). */
+async function expectThroughFabric(lab: Lab, from: Pod, server: Pod, crosses: boolean, family: 4 | 6 = 4): Promise<void> {
+  const [src, dst] = family === 4 ? [from.ip4!, server.ip4!] : [from.ip6!, server.ip6!];
   lab.nsg.reset();
-  const r = await lab.probe(from, 'udp', server.ip4!, PORT, { count: 5 });
-  expect(r.received, `${from.name} -> server answered`).toBe(5);
-  expect(lab.nsg.packets(from.ip4!, server.ip4!), `${from.name} -> server through the fabric`).toBe(crosses ? 5 : 0);
+  const r = await lab.probe(from, 'udp', dst, PORT, { count: 5 });
+  expect(r.received, `${from.name} -> server (IPv${family}) answered`).toBe(5);
+  expect(lab.nsg.packets(src, dst), `${from.name} -> server (IPv${family}) through the fabric`).toBe(crosses ? 5 : 0);
   // The server is not marked: its answers go straight back on the node.
-  expect(lab.nsg.packets(server.ip4!, from.ip4!)).toBe(0);
+  expect(lab.nsg.packets(dst, src)).toBe(0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,6 +260,9 @@ describe.each([
     expect(s12.rpFilter.eth0).toBe('2');
     await expectThroughFabric(lab, pod1, server, true);
     await expectThroughFabric(lab, pod2, server, true);
+    // CHECK with the conflist as it is now finds each pod's objects, in its own backend
+    expectOk(await lab.cni('CHECK', pod1, { conflist: listTo }), 'CHECK pod1');
+    expectOk(await lab.cni('CHECK', pod2, { conflist: listTo }), 'CHECK pod2');
 
     // DEL pod1 as the runtime sends it now: with the conflist that says `to`.
     expectOk(await lab.delPod(pod1, { conflist: listTo }), 'DEL pod1');
@@ -402,6 +406,43 @@ describe('linkGroup removed from the conflist while pods of the group are attach
       for (const pod of [g, p]) expectOk(await lab.delPod(pod, { conflist: plain }), `DEL ${pod.name}`);
       expect(lab.snapshot()).toEqual(before);
     }
+  });
+});
+
+// The iifgroup rule is in an inet table: it marks a group pod's IPv6 packets as well, with no
+// IPv6 element either.
+describe('linkGroup with nftables, dual-stack pods', () => {
+  const GROUP = 10;
+  let lab: Lab;
+  let list: Conflist;
+  let server: Pod;
+  let before: Snapshot;
+
+  beforeAll(async () => {
+    lab = await createLab({ cniPath, ipv6: true });
+    list = loadPtpConflist(lab, 'nftables', 'dual');
+    Object.assign(list.plugins.find((p) => p.type === 'markroute')!, { linkGroup: GROUP });
+    server = await addServer(lab, list);
+    before = lab.snapshot();
+  });
+
+  afterAll(async () => {
+    await lab?.destroy();
+  });
+
+  test('IPv4 and IPv6 from a pod of the group cross the fabric; no element in either family; DEL leaves the node as before', async () => {
+    const g = await lab.addPod('g', list);
+    expect(g.ip6).toBeDefined();
+    expect(linkGroup(lab, g.hostIf!)).toBe(String(GROUP));
+    const s = lab.snapshot();
+    expect(nftPodElements(s)).toEqual([]);
+    expect(fwmarkRules(s, 6)).toEqual([expect.objectContaining({ fwmark: '0x10', fwmask: '0x10', table: '100' })]);
+    await expectThroughFabric(lab, g, server, true, 4);
+    await expectThroughFabric(lab, g, server, true, 6);
+    expectOk(await lab.cni('CHECK', g), 'CHECK g');
+    expectOk(await lab.delPod(g), 'DEL g');
+    expect(records(lab)).toEqual([]);
+    expect(lab.snapshot()).toEqual(before);
   });
 });
 
