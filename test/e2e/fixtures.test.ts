@@ -278,6 +278,19 @@ describe.each(BACKENDS)('containerd 1.6 (CRI), backend %s', (backend) => {
     expect(snapshot(NS)).toEqual(baseline);
   });
 
+  // linkGroup is for routed pods: a bridged pod stays a (bridge, address) element, and neither
+  // its veth nor the bridge (which carries every pod of the bridge) is put in the group.
+  test('with linkGroup, the bridged pod is still matched by (bridge, address) and no interface joins the group', () => {
+    const where = node(backend);
+    const groups = () => (JSON.parse(nsExec(NS, ['ip', '-j', 'link', 'show']).stdout) as { ifname: string; group: string }[])
+      .filter((l) => l.group !== 'default').map((l) => `${l.ifname}:${l.group}`);
+    ok(replay('containerd-1-runpod-1-ADD', where, (c) => ({ ...c, linkGroup: 7 })));
+    expect(elementsOf(snapshot(NS), backend)).toEqual([`${podSet(backend, 'spynet')} 10.88.77.47,cni-spy0 comment "team-a/web-1 ${cid.slice(0, 12)} eth0"`]);
+    expect(groups()).toEqual([]);
+    okSilent(replay('containerd-2-stoppod-1-DEL', where, (c) => ({ ...c, linkGroup: 7 })));
+    expect(snapshot(NS)).toEqual(baseline);
+  });
+
   test('the capture as-is, with the spy plugin\'s own setting, is refused naming that field', () => {
     const fx = fixture('containerd-1-runpod-1-ADD');
     const r = call(fx.env, { ...fx.stdin, type: 'markroute', ...node(backend) });
