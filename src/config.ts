@@ -97,12 +97,12 @@ const netconfSchema = z.strictObject({
   serviceCIDRs: z._default(z.optional(cidrList), []),
   excludeCIDRs: z._default(z.optional(cidrList), []),
   backend: z._default(z.optional(z.enum(["auto", "iptables", "nftables"])), "auto"),
-  // Interface groups are 32-bit; 0 is every interface's default group.
-  linkGroup: z.optional(z.number().check(z.int(), z.minimum(1), z.maximum(0xffffffff))),
+  // 0 is every interface's default group; iproute2 (6.1) takes groups up to 2^31-1 only.
+  linkGroup: z.optional(z.number().check(z.int(), z.minimum(1), z.maximum(0x7fffffff))),
   ipv6ProbeRewrite: z.optional(z.strictObject({
     from: address(6).check(z.refine((a) => inPrefix6(a, "fe80::/10"), "must be a link-local (fe80::/10) address: the probe's source")),
-    to: address(6).check(z.refine((a) => !["fe80::/10", "ff00::/8", "::1/128", "::/128"].some((p) => inPrefix6(a, p)),
-      "must be a routable IPv6 address the node can forward (unicast: not link-local, multicast, loopback or unspecified)")),
+    to: address(6).check(z.refine((a) => !["fe80::/10", "ff00::/8", "::1/128", "::/128", "::ffff:0.0.0.0/96"].some((p) => inPrefix6(a, p)),
+      "must be a routable IPv6 address the node can forward (unicast: not link-local, multicast, loopback, unspecified or IPv4-mapped)")),
   })),
   rpFilter: z._default(z.optional(z.enum(["loose", "unchanged"])), "loose"),
   stateDir: z._default(z.optional(z.string().check(z.regex(/^\/[A-Za-z0-9_.\/-]*$/, "must be an absolute path of letters, digits, _ . / -"))), "/var/lib/cni/markroute"),

@@ -91,12 +91,14 @@ describe('defaults', () => {
     expect(c.ipv6ProbeRewrite).toEqual({ from: 'fe80::1234:5678:9abc', to: '2603:1062:0:1:fe80:1234:5678:9abc' });
     expectInvalid({ ipv6ProbeRewrite: { from: '2603::1', to: '2603::2' } }, /^invalid netconf: ipv6ProbeRewrite\.from: must be a link-local/);
     expectInvalid({ ipv6ProbeRewrite: { from: 'fe80::1', to: 'fe80::2' } }, /^invalid netconf: ipv6ProbeRewrite\.to: must be a routable/);
+    expectInvalid({ ipv6ProbeRewrite: { from: 'fe80::1', to: '::ffff:10.0.0.1' } }, /^invalid netconf: ipv6ProbeRewrite\.to: must be a routable/);
     expectInvalid({ backend: 'iptables', ipv6ProbeRewrite: { from: 'fe80::1', to: '2603::2' } }, /^invalid netconf: ipv6ProbeRewrite: needs the nftables backend/);
   });
 
-  test('linkGroup: 1 to 2^32-1', () => {
+  test('linkGroup: 1 to 2^31-1, what ip link takes', () => {
     expect(parseConfig({ ...base, linkGroup: 8 }).linkGroup).toBe(8);
-    for (const linkGroup of [0, -1, 2 ** 32, 1.5, '8']) expectInvalid({ linkGroup }, /^invalid netconf: linkGroup: /);
+    expect(parseConfig({ ...base, linkGroup: 2 ** 31 - 1 }).linkGroup).toBe(2 ** 31 - 1);
+    for (const linkGroup of [0, -1, 2 ** 31, 2 ** 32, 1.5, '8']) expectInvalid({ linkGroup }, /^invalid netconf: linkGroup: /);
   });
 
   test('every supported cniVersion is accepted and kept', () => {
