@@ -1,13 +1,15 @@
-// markroute under containerd-style concurrency: many ADDs and DELs at once, and lock holders
-// killed with SIGKILL in the middle of a change. The kernel state and the state directory must
-// come out whole: every call that was not killed succeeds, and after the last DEL nothing is left.
+// markroute under containerd-style concurrency, for both backends: many ADDs and DELs at once (IPv4
+// and dual-stack pods), and lock holders killed with SIGKILL in the middle of a change. The kernel
+// state and the state directory must come out whole: every call that was not killed succeeds, and
+// after the last DEL nothing is left.
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
-  buildOneConfig, cniArgs, cniEnv, createLab, findPlugin, fwmarkRules, inNs, ipsetAdds, loadPtpConflist, markChains, run, sleep, tableRoutes,
-  type Conflist, type Lab, type Pod, type RuntimeConf, type Snapshot,
+  buildOneConfig, cniArgs, cniEnv, createLab, findPlugin, fwmarkRules, inNs, loadPtpConflist, markrouteObjects, NO_MARKROUTE, podElements, run,
+  sleep, tableRoutes,
+  type Backend, type Conflist, type Lab, type Pod, type RuntimeConf, type Snapshot,
 } from '../lab/index.ts';
 
 const cniPath = process.env.MARKROUTE_CNI_PATH?.split(':');
@@ -20,10 +22,11 @@ interface Exit {
   ms: number;
 }
 
-describe('concurrent markroute operations (10-ptp-markroute.conflist)', () => {
+describe.each(['iptables', 'nftables'] as Backend[])('concurrent markroute operations (10-ptp-markroute.conflist), %s backend', (backend) => {
   let lab: Lab;
   let list: Conflist;
-  let ptpOnly: Conflist;
+  /** The kind of a pod's element in the index's reference counts. */
+  const elementKind = backend === 'iptables' ? 'element/' : 'nftElement/';
   let stateDir: string;
   let bin: string;
   let baseline: Snapshot;
@@ -61,11 +64,11 @@ describe('concurrent markroute operations (10-ptp-markroute.conflist)', () => {
   }
 
   /** A pod with ptp attached (its result cached on the pod), markroute not yet run. */
-  async function preparePod(name: string): Promise<Pod> {
+  async function preparePod(name: string, l = list): Promise<Pod> {
     const pod = lab.createPodNs(name);
-    const add = await lab.cni('ADD', pod, { conflist: ptpOnly });
+    const add = await lab.cni('ADD', pod, { conflist: { ...l, plugins: [l.plugins[0]!] } });
     expect(add.ok, JSON.stringify(add.runs.map((r) => [r.code, r.rawStdout]))).toBe(true);
-    pod.conflist = list; // DEL through the whole list, as the runtime would
+    pod.conflist = l; // DEL through the whole list, as the runtime would
     return pod;
   }
 
@@ -76,18 +79,29 @@ describe('concurrent markroute operations (10-ptp-markroute.conflist)', () => {
 
   const expectNoMarkroute = (s: Snapshot) => {
     expect(s.ipset).toBe('');
-    expect(fwmarkRules(s)).toEqual([]);
-    expect(tableRoutes(s, '100')).toEqual([]);
-    expect(markChains(s.iptables.nft4 + s.iptables.legacy4)).toEqual([]);
+    expect(markrouteObjects(s)).toEqual(NO_MARKROUTE);
     expect(s.rpFilter.eth0).toBe('1');
     expect(stateFiles('attachments').filter((f) => f.endsWith('.json'))).toEqual([]);
     expect(index()).toMatchObject({ dirty: false, refs: {}, objects: {} });
   };
 
+  /** One chain per family (iptables, in iptables-nft: there is no kube-proxy to follow here) or one table. */
+  const expectOneMarkingObject = (s: Snapshot, families: (4 | 6)[]) => {
+    const o = markrouteObjects(s);
+    if (backend === 'iptables') {
+      const one = (f: 4 | 6) => (families.includes(f) ? [expect.stringMatching(/^MARKROUTE-/)] : []);
+      expect(o.chains).toEqual({ legacy4: [], nft4: one(4), legacy6: [], nft6: one(6) });
+      expect(o.jumps).toEqual(families.map(() => expect.stringMatching(/^-A PREROUTING -j MARKROUTE-/)));
+      expect(o.nftTables).toEqual([]);
+    } else {
+      expect({ chains: o.chains, jumps: o.jumps, ipsets: o.ipsets }).toEqual({ chains: NO_MARKROUTE.chains, jumps: [], ipsets: [] });
+      expect(o.nftTables).toEqual([expect.stringMatching(/^markroute-/)]);
+    }
+  };
+
   beforeAll(async () => {
-    lab = await createLab({ cniPath });
-    list = loadPtpConflist(lab);
-    ptpOnly = { ...list, plugins: [list.plugins[0]!] };
+    lab = await createLab({ cniPath, ipv6: true });
+    list = loadPtpConflist(lab, backend);
     stateDir = list.plugins[1]!.stateDir as string;
     bin = findPlugin('markroute', lab.cniPath)!;
     baseline = lab.snapshot();
@@ -105,17 +119,18 @@ describe('concurrent markroute operations (10-ptp-markroute.conflist)', () => {
       expect(r.stdout).toEqual(pods[i]!.result);
     }
     const s = lab.snapshot();
-    const elements = ipsetAdds(s);
+    const elements = podElements(s);
     expect(elements).toHaveLength(20);
-    for (const p of pods) expect(elements).toContainEqual(expect.stringContaining(` ${p.ip4},${p.hostIf} comment "default/${p.name} `));
+    for (const p of pods) {
+      expect(elements).toContainEqual(expect.objectContaining({ address: p.ip4, iface: p.hostIf, comment: expect.stringMatching(new RegExp(`^default/${p.name} `)) }));
+    }
     expect(fwmarkRules(s)).toHaveLength(1);
     expect(tableRoutes(s, '100')).toHaveLength(1);
-    expect(markChains(s.iptables.nft4)).toHaveLength(1);
-    expect(s.iptables.nft4.split('\n').filter((l) => l.startsWith('-A PREROUTING -j MARKROUTE-'))).toHaveLength(1);
+    expectOneMarkingObject(s, [4]);
     expect(s.rpFilter.eth0).toBe('2');
     expect(stateFiles('attachments')).toHaveLength(20);
     expect(index().dirty).toBe(false);
-    expect(Object.keys(index().refs).filter((k) => k.startsWith('element/'))).toHaveLength(20);
+    expect(Object.keys(index().refs).filter((k) => k.startsWith(elementKind))).toHaveLength(20);
 
     const deleted = await Promise.all(pods.map((p) => lab.invoke('DEL', netconf(p), p)));
     for (const [i, r] of deleted.entries()) {
@@ -125,6 +140,41 @@ describe('concurrent markroute operations (10-ptp-markroute.conflist)', () => {
     expectNoMarkroute(lab.snapshot());
     expect([...stateFiles(), ...stateFiles('attachments')].filter((f) => f.endsWith('.tmp'))).toEqual([]);
     await removePods(pods); // ptp's DEL (markroute's second DEL is a no-op)
+    expect(lab.snapshot()).toEqual(baseline);
+  });
+
+  test('dual-stack pods: 10 ADDs at once, then 5 DELs and 5 ADDs at once, then the rest: both families\' elements follow, then nothing left', async () => {
+    const dual = loadPtpConflist(lab, backend, 'dual');
+    const both = (p: Pod) => [`${p.ip4},${p.hostIf}`, `${p.ip6},${p.hostIf}`];
+    const elements = () => podElements(lab.snapshot()).map((e) => `${e.address},${e.iface}`).sort();
+    const first = await Promise.all(Array.from({ length: 10 }, (_, i) => preparePod(`d${i}`, dual)));
+    const added = await Promise.all(first.map((p) => lab.invoke('ADD', netconf(p, p.result, dual), p)));
+    for (const [i, r] of added.entries()) expect(r.code, `ADD ${first[i]!.name}: ${r.rawStdout} ${r.stderr}`).toBe(0);
+    expect(elements()).toEqual(first.flatMap(both).sort());
+    let s = lab.snapshot();
+    for (const f of [4, 6] as const) {
+      expect(fwmarkRules(s, f), `IPv${f}`).toHaveLength(1);
+      expect(tableRoutes(s, '100', f), `IPv${f}`).toHaveLength(1);
+    }
+    expectOneMarkingObject(s, [4, 6]);
+
+    const [leaving, staying] = [first.slice(0, 5), first.slice(5)];
+    const second = await Promise.all(Array.from({ length: 5 }, (_, i) => preparePod(`d${10 + i}`, dual)));
+    const mixed = await Promise.all([
+      ...leaving.map((p) => lab.invoke('DEL', netconf(p, p.result, dual), p).then((r) => ['DEL', p, r] as const)),
+      ...second.map((p) => lab.invoke('ADD', netconf(p, p.result, dual), p).then((r) => ['ADD', p, r] as const)),
+    ]);
+    for (const [cmd, p, r] of mixed) expect(r.code, `${cmd} ${p.name}: ${r.rawStdout} ${r.stderr}`).toBe(0);
+    expect(elements()).toEqual([...staying, ...second].flatMap(both).sort());
+    expect(index().dirty).toBe(false);
+    expect(Object.keys(index().refs).filter((k) => k.startsWith(elementKind))).toHaveLength(20);
+
+    const rest = [...staying, ...second];
+    const deleted = await Promise.all(rest.map((p) => lab.invoke('DEL', netconf(p, p.result, dual), p)));
+    for (const [i, r] of deleted.entries()) expect(r.code, `DEL ${rest[i]!.name}: ${r.rawStdout} ${r.stderr}`).toBe(0);
+    s = lab.snapshot();
+    expectNoMarkroute(s);
+    await removePods([...first, ...second]);
     expect(lab.snapshot()).toEqual(baseline);
   });
 
@@ -246,7 +296,7 @@ describe('concurrent markroute operations (10-ptp-markroute.conflist)', () => {
     expect(JSON.parse(o.stdout), o.stdout).toMatchObject({ code: 101 });
     run(['rmdir', squatter]);
     expect(index(crashDir).dirty).toBe(true);
-    expect(lab.snapshot().ipset).toBe(''); // nothing reached the kernel
+    expect(markrouteObjects(lab.snapshot())).toEqual(NO_MARKROUTE); // nothing reached the kernel
 
     // the runtime's DEL after the failed ADD (no prevResult), then other pods, then the CLI
     const del = await start('DEL', victim, null, crashList).done;
