@@ -7,7 +7,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import {
-  buildOneConfig, createLab, exemptCIDRs, FABRIC_IP, FABRIC_LL6, findPlugin, fwmarkRules, loadPtpConflist, markChains, markrouteObjects,
+  buildOneConfig, createLab, exemptCIDRs, FABRIC_IP, FABRIC_IP6, FABRIC_LL6, findPlugin, fwmarkRules, loadPtpConflist, markChains, markrouteObjects,
   NO_MARKROUTE, NODE_IP, nftRuleHandle, nftTable, podElements, SERVICE_CIDR6, tableRoutes,
   type Backend, type Conflist, type Lab, type Pod, type Snapshot,
 } from '../lab/index.ts';
@@ -404,6 +404,10 @@ describe.each(['iptables', 'nftables'] as const)('markroute lifecycle (10-ptp-ma
     if (backend === 'iptables') expect(o.chains).toEqual({ legacy4: [], nft4: [expect.any(String)], legacy6: [], nft6: [expect.any(String)] });
     else expect(o.nftTables).toHaveLength(1);
     ok(await check(d1));
+    // re-ADD adds no second IPv6 rule (the kernel does not deduplicate them) nor element
+    const again = await invokeMarkroute('ADD', d1, dual);
+    expect(again.code, again.rawStdout).toBe(0);
+    expect(lab.snapshot()).toEqual(s);
     // both families cross the fabric
     for (const [a, b] of [[d1.ip4!, d2.ip4!], [d1.ip6!, d2.ip6!]] as const) {
       lab.nsg.reset();
@@ -426,6 +430,23 @@ describe.each(['iptables', 'nftables'] as const)('markroute lifecycle (10-ptp-ma
     for (const f of [4, 6] as const) expect(fwmarkRules(s, f), `IPv${f}`).toHaveLength(1);
     lab.removePodNs(d1);
     ok(await lab.delPod(d2));
+    expectClean();
+  });
+
+  test('uplink and gateway6 from the netconf (a global address of the fabric) instead of the detected link-local one', async () => {
+    const dual = loadPtpConflist(lab, backend, 'dual');
+    Object.assign(dual.plugins[1]!, { uplink: 'eth0', gateway6: FABRIC_IP6 });
+    const [g1, g2] = [await lab.addPod('gw1', dual), await lab.addPod('gw2', dual)];
+    await lab.serve(g2, 'udp', 5353);
+    const s = lab.snapshot();
+    expect(tableRoutes(s, '100', 6)).toEqual([expect.objectContaining({ dst: 'default', gateway: FABRIC_IP6, dev: 'eth0' })]);
+    expect(tableRoutes(s, '100', 4)).toEqual([expect.objectContaining({ dst: 'default', gateway: FABRIC_IP, dev: 'eth0' })]);
+    lab.nsg.reset();
+    expect((await lab.probe(g1, 'udp', g2.ip6!, 5353, { count: 2 })).received).toBe(2);
+    expect(lab.nsg.packets(g1.ip6!, g2.ip6!)).toBe(2);
+    ok(await check(g1));
+    ok(await lab.delPod(g1));
+    ok(await lab.delPod(g2));
     expectClean();
   });
 });
