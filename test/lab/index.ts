@@ -6,3 +6,4 @@ export * from './fabric.ts';
 export * from './kubeproxy.ts';
 export * from './markroute.ts';
 export * from './snapshot.ts';
+export * from './gateway.ts';

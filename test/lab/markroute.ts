@@ -197,7 +197,7 @@ export function podElements(s: Snapshot): PodElement[] {
     if (m) out.push({ family: Number(m[2]) as FamilyNumber, set: m[1]!, address: m[3]!, iface: m[4]!, ...(m[5] !== undefined ? { comment: m[5] } : {}) });
   }
   for (const e of nftPodElements(s)) {
-    out.push({ family: e.set === 'pods6' ? 6 : 4, set: `${e.table}/${e.set}`, address: e.address, iface: e.iface, ...(e.comment !== undefined ? { comment: e.comment } : {}) });
+    out.push({ family: e.set.startsWith('pods6') ? 6 : 4, set: `${e.table}/${e.set}`, address: e.address, iface: e.iface, ...(e.comment !== undefined ? { comment: e.comment } : {}) });
   }
   return out;
 }

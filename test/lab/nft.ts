@@ -16,12 +16,12 @@ export const markrouteNft = (s: Snapshot): unknown[] =>
 
 export interface NftPodElement { table: string; set: string; address: string; iface: string; comment?: string }
 
-/** Elements of markroute's pod sets (pods4, pods6) in a snapshot, of one table or of all. */
+/** Elements of markroute's pod sets (pods4, pods6; annotated mode's pods4_<tag>, pods6_<tag>) in a snapshot, of one table or of all. */
 export function nftPodElements(s: Snapshot, table?: string): NftPodElement[] {
   const out: NftPodElement[] = [];
   for (const i of s.nft as any[]) {
     const set = i.set;
-    if (!set || !/^markroute-[0-9a-f]{8}$/.test(set.table) || !/^pods[46]$/.test(set.name)) continue;
+    if (!set || !/^markroute-[0-9a-f]{8}$/.test(set.table) || !/^pods[46](_[0-9a-f]{8})?$/.test(set.name)) continue;
     if (table && set.table !== table) continue;
     for (const raw of set.elem ?? []) {
       // {"elem": {"val": {"concat": [addr, iface]}, "comment": "..."}} or, without a comment, {"concat": [...]}
