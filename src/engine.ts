@@ -1,5 +1,5 @@
 // Reference-counted changes under the lock: records first, then the kernel, then the index.
-import { applyChange, driftOf, type Removal } from "./backend/apply.js";
+import { applyChange, driftOf, valuesBefore, type Removal } from "./backend/apply.js";
 import { isPerPod, mergeShared, objectKey, type AttachmentPlan, type KernelObject } from "./plan.js";
 import { acquireLock } from "./state/lock.js";
 import {
@@ -22,13 +22,15 @@ export interface ChangeSummary {
 
 /** What the engine needs of the kernel; the real one batches tool calls, tests and the rehearsal use a fake. */
 export interface Kernel {
-  /** Installs and removes; returns the rp_filter values found before loosening, by key. */
-  apply(install: KernelObject[], remove: Removal[]): Map<string, number>;
+  /** The values installing `objects` overwrites (rp_filter), read before anything changes, by key. */
+  valuesBefore(objects: KernelObject[]): Map<string, number>;
+  /** Installs and removes; removals put back their recorded values. */
+  apply(install: KernelObject[], remove: Removal[]): void;
   /** For each object, what differs from the plan (empty: installed as planned). */
   drift(objects: KernelObject[]): Map<string, string[]>;
 }
 
-export const linuxKernel: Kernel = { apply: applyChange, drift: driftOf };
+export const linuxKernel: Kernel = { valuesBefore, apply: applyChange, drift: driftOf };
 
 export class Transaction {
   readonly summary: ChangeSummary;
@@ -85,7 +87,13 @@ export class Transaction {
 
   /** Before the kernel is touched: the index lists what may be installed, and says an operation is under way. */
   private markDirty(install: KernelObject[]): void {
-    for (const o of install.filter(isShared)) this.index.objects[objectKey(o)] = { ...this.index.objects[objectKey(o)], object: o };
+    // Values to put back are recorded now, with the dirty mark: a change cut short still has them.
+    const before = this.kernel.valuesBefore(install.filter((o) => this.index.objects[objectKey(o)]?.previous === undefined));
+    for (const o of install.filter(isShared)) {
+      const entry = { ...this.index.objects[objectKey(o)], object: o };
+      entry.previous ??= before.get(objectKey(o));
+      this.index.objects[objectKey(o)] = entry;
+    }
     this.index.dirty = true;
     this.store.writeIndex(this.index);
   }
@@ -93,8 +101,7 @@ export class Transaction {
   /** Changes the kernel, then records that it is done. A crash before the end leaves the index dirty. */
   private applyAndClean(install: KernelObject[], remove: KernelObject[], afterKernel?: () => void): void {
     const removals = remove.map((o): Removal => ({ object: o, previous: this.index.objects[objectKey(o)]?.previous }));
-    const previous = this.kernel.apply(install, removals);
-    for (const [k, value] of previous) this.index.objects[k]!.previous ??= value;
+    this.kernel.apply(install, removals);
     for (const o of remove) delete this.index.objects[objectKey(o)];
     afterKernel?.();
     if (Object.keys(this.index.refs).length === 0) delete this.index.facts;

@@ -27,7 +27,11 @@ const netconf = {
   },
 };
 
-const noKernel: Kernel = { apply: () => new Map(), drift: (objects) => new Map(objects.map((o) => [objectKey(o), []])) };
+const noKernel: Kernel = {
+  valuesBefore: () => new Map(),
+  apply: () => {},
+  drift: (objects) => new Map(objects.map((o) => [objectKey(o), []])),
+};
 
 export async function rehearse(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "markroute-rehearsal-"));

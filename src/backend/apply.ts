@@ -83,9 +83,8 @@ export interface Removal { object: KernelObject; /** rp_filter value to put back
  * Installs `install` and removes `remove`, batching per tool, in dependency order: sets before the
  * rules that match them, chains gone before their sets are destroyed. Installing is idempotent and
  * removing tolerates absence, so a retried or crashed operation can simply run again.
- * Returns the rp_filter values found before they were loosened, by object key.
  */
-export function applyChange(install: KernelObject[], remove: Removal[]): Map<string, number> {
+export function applyChange(install: KernelObject[], remove: Removal[]): void {
   const view = new KernelView();
   const removed = remove.map((r) => r.object);
 
@@ -131,11 +130,9 @@ export function applyChange(install: KernelObject[], remove: Removal[]): Map<str
     });
   }
 
-  const previous = new Map<string, number>();
   for (const rp of ofKind(install, "rpFilter")) {
     const value = readRpFilter(rp.dev);
     if (value === undefined) throw new CniError(ErrorCode.nodeNotReady, `uplink ${rp.dev} does not exist`);
-    previous.set(objectKey(rp), value);
     if (value !== rp.value) writeRpFilter(rp.dev, rp.value);
   }
   for (const { object, previous: before } of remove) {
@@ -143,7 +140,20 @@ export function applyChange(install: KernelObject[], remove: Removal[]): Map<str
     // Put back what was there, unless someone changed it since we loosened it.
     if (object.kind === "rpFilter" && before !== undefined && readRpFilter(rp.dev) === rp.value) writeRpFilter(rp.dev, before);
   }
-  return previous;
+}
+
+/**
+ * The values installing `objects` will overwrite and removing them must put back (rp_filter), by
+ * key: read before anything changes, so that they are recorded even if the change is cut short.
+ */
+export function valuesBefore(objects: KernelObject[]): Map<string, number> {
+  const values = new Map<string, number>();
+  for (const rp of ofKind(objects, "rpFilter")) {
+    const value = readRpFilter(rp.dev);
+    if (value === undefined) throw new CniError(ErrorCode.nodeNotReady, `uplink ${rp.dev} does not exist`);
+    values.set(objectKey(rp), value);
+  }
+  return values;
 }
 
 export type { PodSet, SetElement };

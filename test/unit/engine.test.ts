@@ -13,21 +13,23 @@ class FakeKernel implements Kernel {
   /** How many of the next apply calls throw, as a kernel tool refusing a change would. */
   failingApplies = 0;
 
-  apply(install: KernelObject[], remove: Removal[]): Map<string, number> {
+  valuesBefore(objects: KernelObject[]): Map<string, number> {
+    return new Map(objects.filter((o) => o.kind === "rpFilter").map((o) => [objectKey(o), this.rpFilter]));
+  }
+
+  apply(install: KernelObject[], remove: Removal[]): void {
     if (this.failingApplies > 0) {
       this.failingApplies--;
       throw new Error("simulated kernel refusal");
     }
-    const previous = new Map<string, number>();
     for (const o of install) {
-      if (o.kind === "rpFilter") previous.set(objectKey(o), this.rpFilter);
+      if (o.kind === "rpFilter") this.rpFilter = o.value;
       this.installed.set(objectKey(o), o);
     }
     for (const { object, previous: before } of remove) {
       if (object.kind === "rpFilter" && before !== undefined) this.rpFilter = before;
       this.installed.delete(objectKey(object));
     }
-    return previous;
   }
 
   drift(objects: KernelObject[]): Map<string, string[]> {
@@ -132,6 +134,18 @@ describe("engine: reference counting", () => {
     tx().remove(planFor(3).id);
     expect(exemptOf(kernel.installed.get(chainKey))).toEqual(["10.96.0.0/12"]);
     expect(store.readIndex()!.objects[chainKey]!.mixed).toBeUndefined();
+  });
+
+  it("records the rp_filter value to put back before changing it, so a change cut short still restores it", () => {
+    const { kernel, tx, store } = fixture();
+    kernel.rpFilter = 1;
+    kernel.failingApplies = 2; // the change and its rollback both fail, as if killed
+    expect(() => tx().add(planFor(2))).toThrow(/simulated kernel refusal/);
+    expect(store.readIndex()!.objects["rpFilter/eth0"]!.previous).toBe(1);
+    kernel.rpFilter = 2; // the kernel was loosened before the crash
+    tx().reconcile();
+    tx().remove(planFor(2).id);
+    expect(kernel.rpFilter).toBe(1);
   });
 
   it("keeps the rp_filter value found first, and puts it back with the last pod", () => {
