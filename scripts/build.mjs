@@ -3,7 +3,7 @@
 //   snapshot) -> copy of this node, stripped -> postject the blob -> chmod 755. Fully offline.
 // The blob is only valid for the exact node binary that made it, so both are process.execPath.
 import { spawnSync } from "node:child_process";
-import { chmodSync, copyFileSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 
@@ -59,25 +59,28 @@ writeFileSync(
 rmSync(BLOB, { force: true });
 run([process.execPath, "--experimental-sea-config", "build/sea-config.json"]);
 
-step(`copy ${process.execPath} -> ${OUT}`);
-rmSync(OUT, { force: true });
-copyFileSync(process.execPath, OUT);
-chmodSync(OUT, 0o755);
+// The executable is made beside its final path and renamed into place: whoever runs dist/markroute
+// meanwhile (a test, a runtime) gets the old one or the new one, never a node without its blob.
+const TMP = `${OUT}.${process.pid}.tmp`;
+step(`copy ${process.execPath} -> ${TMP}`);
+copyFileSync(process.execPath, TMP);
+chmodSync(TMP, 0o755);
 
-const stripped = run(["strip", OUT], { allowFailure: true });
-if (stripped.ok && run([OUT, "-e", "0"], { allowFailure: true }).ok) {
+const stripped = run(["strip", TMP], { allowFailure: true });
+if (stripped.ok && run([TMP, "-e", "0"], { allowFailure: true }).ok) {
   step("stripped");
 } else {
   console.warn(`build: warning: ${stripped.missing ? "strip not found" : "strip failed or its output does not run"}; keeping an unstripped node`);
-  rmSync(OUT, { force: true });
-  copyFileSync(process.execPath, OUT);
+  rmSync(TMP, { force: true });
+  copyFileSync(process.execPath, TMP);
 }
 
 step("inject blob (postject)");
 // (Through its CLI so LIEF's benign "Can't find string offset for section name" warnings stay quiet.)
 const postject = fileURLToPath(import.meta.resolve("postject/dist/cli.js"));
-run([process.execPath, postject, OUT, "NODE_SEA_BLOB", BLOB,
+run([process.execPath, postject, TMP, "NODE_SEA_BLOB", BLOB,
   "--sentinel-fuse", "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2"]);
-chmodSync(OUT, 0o755);
+chmodSync(TMP, 0o755);
+renameSync(TMP, OUT);
 
 step(`done: ${OUT} (${(statSync(OUT).size / 1048576).toFixed(1)} MiB)`);
