@@ -7,6 +7,7 @@ import { explain, packetOf } from "./explain.js";
 import { decodeNetconf, readStdin } from "./cni/request.js";
 import { SUPPORTED_VERSIONS, parseConfig } from "./config.js";
 import { withState, type Transaction } from "./engine.js";
+import { addInstallCommands } from "./install.js";
 
 export const VERSION = "0.1.0";
 const DEFAULT_STATE_DIR = "/var/lib/cni/markroute";
@@ -65,6 +66,8 @@ export async function cli(args: string[]): Promise<number> {
       });
       console.log(JSON.stringify(summary, null, 2));
     });
+
+  addInstallCommands(program);
 
   try {
     await program.parseAsync(args, { from: "user" });
