@@ -133,7 +133,13 @@ async function removeCgroups(name: string): Promise<void> {
     const dirs = cgroupDirs(name);
     if (dirs.length === 0) return;
     for (const d of dirs) {
-      for (const pid of readFileSync(join(d, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) kill(Number(pid));
+      let procs = '';
+      try {
+        procs = readFileSync(join(d, 'cgroup.procs'), 'utf8');
+      } catch {
+        /* removed meanwhile */
+      }
+      for (const pid of procs.split('\n').filter(Boolean)) kill(Number(pid));
     }
     for (const d of dirs) {
       try {
