@@ -76,10 +76,12 @@ export function restoreChains(family: Family, variant: IptablesVariant, install:
  * KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY chains, else the one with more rules, nft on a tie.
  */
 export function detectVariant(): IptablesVariant {
-  const save = (variant: IptablesVariant) => {
-    const out = runTool([`iptables-${variant}-save`]);
-    return out.status === 0 ? out.stdout : "";
-  };
+  // Both families, as the wrappers read them: an IPv6-only node has its rules in ip6tables alone.
+  const save = (variant: IptablesVariant) =>
+    ["iptables", "ip6tables"].map((tool) => {
+      const out = runTool([`${tool}-${variant}-save`]);
+      return out.status === 0 ? out.stdout : "";
+    }).join("\n");
   const nft = save("nft");
   const hint = /^:KUBE-(IPTABLES-HINT|KUBELET-CANARY) /m;
   if (hint.test(nft)) return "nft";

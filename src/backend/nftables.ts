@@ -133,10 +133,28 @@ export class NftTableState {
     const wanted = ["exempt4", "exempt6", ...t.marks.flatMap((m) => FAMILIES.map((f) => nftSetName(f, m.set)))];
     for (const name of wanted) if (!sets.has(name)) problems.push(`set ${name} is missing from table inet ${t.table}`);
     for (const c of chains(t)) {
-      const written = this.items.some((i) => i.rule?.chain === c.name && i.rule.comment === versionComment(t));
+      const rules = this.items.filter((i) => i.rule?.chain === c.name);
+      // The version comment says which plan wrote the chain; the count, that no rule was taken out.
+      const written = rules.length === c.rules.length && rules.at(-1)?.rule?.comment === versionComment(t);
       if (!written) problems.push(`chain ${c.name} of table inet ${t.table} does not hold the planned rules`);
     }
+    for (const f of FAMILIES) {
+      const planned = (f === 4 ? t.exempt4 : t.exempt6).map((cidr) => cidr.replace(/\/(32|128)$/, "")).sort();
+      const held = this.setElements(`exempt${f}`).sort();
+      if (sets.has(`exempt${f}`) && held.join() !== planned.join()) {
+        problems.push(`set exempt${f} of table inet ${t.table} holds ${held.join(", ") || "nothing"}, not ${planned.join(", ") || "nothing"}`);
+      }
+    }
     return problems;
+  }
+
+  /** A set's elements as text: an address, or address/length for a prefix. */
+  private setElements(name: string): string[] {
+    const set = this.items.find((i) => i.set?.name === name)?.set;
+    return (set?.elem ?? []).map((raw) => {
+      const e = raw as string | { prefix?: { addr: string; len: number } };
+      return typeof e === "string" ? e : e.prefix ? `${e.prefix.addr}/${e.prefix.len}` : JSON.stringify(e);
+    });
   }
 
   hasElement(e: NftElement): boolean {
