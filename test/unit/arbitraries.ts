@@ -194,7 +194,7 @@ const markEntry = corruptible({
  * A netconf as a runtime sends it to markroute: a transparent-tunnel or an annotated one, valid
  * but for a few defects (an unknown field among them, which must be refused).
  */
-export function netconf(place: Place, containerIf: fc.Arbitrary<string> = fc.constant('eth0')): fc.Arbitrary<Corrupted> {
+export function netconf(place: Place, containerIf: fc.Arbitrary<string> = fc.constant('eth0'), cleanWeight = 3): fc.Arbitrary<Corrupted> {
   const common: Record<string, FieldSpec> = {
     cniVersion: { valid: fc.constantFrom(...VERSIONS), invalid: fc.constantFrom('2.0.0', '0.2.0', '1.0', '') },
     name: {
@@ -248,7 +248,7 @@ export function netconf(place: Place, containerIf: fc.Arbitrary<string> = fc.con
     capabilities: { valid: fc.constant({ 'io.kubernetes.cri.pod-annotations': true }) },
     runtimeConfig: { valid: runtimeConfig(fc.oneof(markName, fc.constantFrom('vpn', 'egress'))), invalid: badRuntimeConfig },
   };
-  return fc.oneof({ weight: 3, arbitrary: corruptible(tunnel, 3, 3) }, { weight: 1, arbitrary: corruptible(annotated, 3, 3) }).map(({ value, defects }) => {
+  return fc.oneof({ weight: 3, arbitrary: corruptible(tunnel, 3, cleanWeight) }, { weight: 1, arbitrary: corruptible(annotated, 3, cleanWeight) }).map(({ value, defects }) => {
     const conf = { ...value };
     if (conf.mask === 'same') conf.mask = conf.mark; // transparent-tunnel: a mask that holds the mark
     const extra = conf.unknownField as Record<string, unknown> | undefined;
