@@ -5,10 +5,9 @@
 // every pod must be attached in between, and nothing may be left after. Prints the wall time of
 // each wave and the longest single wait for the lock (the plugin's own `lockWaitMs` log field;
 // calls that gave up are not in it: they waited the full 10 s).
-// Known bug, kept failing (reported): on 2 cores most of 200 concurrent calls answer 11. Every
-// waiter polls the lock (a bind() every <= 20 ms, src/state/lock.ts); measured here, ~11 ms of CPU
-// per second per waiter, so ~180 waiters alone fill both cores and starve the holder, whose
-// ~10 ms change then takes hundreds of ms. 50 at once all succeed; 100 at once take ~13 s.
+// Before 9880dd9 most of the 200 answered 11 on 2 cores: every waiter polled the lock (a bind()
+// every <= 20 ms), ~11 ms of CPU per second per waiter, so ~180 waiters alone filled both cores
+// and starved the holder. Waiters now sleep on the holder's socket.
 import { afterAll, describe, expect, test } from 'vitest';
 import { DirectNode, type Exit, type PaperPod } from '../lab/direct.ts';
 import { NO_MARKROUTE, markrouteObjects, podElements, type Backend } from '../lab/index.ts';
