@@ -84,7 +84,10 @@ const POD_ANNOTATIONS = "io.kubernetes.cri.pod-annotations";
 export function selectedMark(config: Config): MarkSpec | undefined {
   if (config.mode === "transparent-tunnel") return config.marks[0];
   const annotations = config.runtimeConfig?.[POD_ANNOTATIONS];
-  const name = annotations && typeof annotations === "object" ? (annotations as Record<string, unknown>)[config.annotation] : undefined;
+  // Own properties only: an annotation key such as "constructor" must not find Object's.
+  const name = annotations && typeof annotations === "object" && Object.hasOwn(annotations, config.annotation)
+    ? (annotations as Record<string, unknown>)[config.annotation]
+    : undefined;
   if (name === undefined) return undefined;
   const mark = config.marks.find((m) => m.name === name);
   if (mark) return mark;

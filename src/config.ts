@@ -21,7 +21,8 @@ const u32 = (what: string) =>
 const toU32 = (v: number | string) => (typeof v === "number" ? v : Number(v));
 
 /** Whether an IPv6 address (already known to be one) lies in `prefix`. */
-const inPrefix6 = (address: string, prefix: string) => parseCidr(`${address}/${prefix.split("/")[1]}`).text === prefix;
+const inPrefix6 = (address: string, prefix: string) =>
+  familyOf(address) === 6 && parseCidr(`${address}/${prefix.split("/")[1]}`).text === prefix;
 
 const ifname = z.string().check(z.regex(IFNAME, "must be an interface name: 1-15 of A-Z a-z 0-9 _ . @ -, starting with a letter or digit"));
 const address = (family: 4 | 6) =>

@@ -98,8 +98,10 @@ export class StateStore implements StateStorage {
 
   /** The index, or undefined when it is missing or unreadable (it is then rebuilt from the records). */
   readIndex(): StateIndex | undefined {
-    const idx = readJson<StateIndex>(this.indexPath);
-    return idx && idx.version === INDEX_VERSION && typeof idx.objects === "object" && typeof idx.refs === "object" ? idx : undefined;
+    const idx = readJson<StateIndex & { holders?: unknown }>(this.indexPath);
+    if (!idx || typeof idx.objects !== "object") return undefined;
+    if (idx.version === INDEX_VERSION && typeof idx.refs === "object") return idx;
+    return idx.version === 1 ? fromIndexV1(idx) : undefined;
   }
 
   writeIndex(idx: StateIndex): void {
@@ -111,7 +113,8 @@ export class StateStore implements StateStorage {
   }
 
   readRecord(id: string): AttachmentRecord | undefined {
-    return readJson<AttachmentRecord>(this.recordPath(id));
+    const rec = readJson<AttachmentRecord>(this.recordPath(id));
+    return rec && { ...rec, objects: rec.objects.map(upgradeObject) };
   }
 
   writeRecord(rec: AttachmentRecord): void {
@@ -148,6 +151,31 @@ export class StateStore implements StateStorage {
       .map((n) => this.readRecord(n.slice(0, -".json".length)))
       .filter((r): r is AttachmentRecord => r !== undefined);
   }
+}
+
+/**
+ * Objects as older versions recorded them, in today's shape, so that what they installed is still
+ * recognised and removed: a marking chain or table of one mark had it at top level.
+ */
+function upgradeObject(o: KernelObject): KernelObject {
+  const old = o as KernelObject & { set?: string; mark?: number; mask?: number; marks?: unknown };
+  if ((o.kind === "markChain" || o.kind === "nftTable") && old.marks === undefined) {
+    const { set, mark, mask, ...rest } = old;
+    return { ...rest, marks: [{ name: "default", set: set ?? "", mark: mark!, mask: mask! }] } as KernelObject;
+  }
+  if (o.kind === "nftElement" && old.set === undefined) return { ...o, set: "" };
+  return o;
+}
+
+/**
+ * An index of version 1 (holder lists) as today's, kept dirty: the first operation reconciles it
+ * with the records, and the values to put back (rp_filter) it holds are not lost on the way.
+ */
+function fromIndexV1(old: StateIndex): StateIndex {
+  const objects = Object.fromEntries(Object.entries(old.objects)
+    .filter(([key]) => !key.startsWith("element/"))
+    .map(([key, entry]) => [key, { ...entry, object: upgradeObject(entry.object) }]));
+  return { ...emptyIndex(old.kernel), objects, facts: old.facts, dirty: true };
 }
 
 function readJson<T>(path: string): T | undefined {
