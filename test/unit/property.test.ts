@@ -6,7 +6,7 @@
 // Plans that come out must be fit for the kernel tools they are fed to, and attachment ids for
 // state file names. Inputs come from ./arbitraries.ts (valid but for a few defects). Runs:
 // MARKROUTE_PROPERTY_RUNS (default 3000), replay: MARKROUTE_PROPERTY_SEED.
-// Keeps failing tests for two bugs the generator found (see the tests at the end).
+// The tests at the end pin two bugs the generator found (fixed in 3763507).
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import { attachmentOf, selectedMark } from '../../src/commands.ts';
@@ -223,11 +223,11 @@ describe('generated inputs through the pure layer (fast-check)', () => {
     );
   });
 
-  // Found by the generator above: ipv6ProbeRewrite's checks parse "<address>/<len of a v6 prefix>"
-  // for any string (config.ts inPrefix6), and zod runs them even after the address check failed, so
-  // an IPv4 `to` ("10.0.0.1/128") or a non-address ("x/10") throws a plain Error out of
-  // parseConfig: the binary answers 110 ("internal error", with a stack) instead of 7 naming the
-  // field. Kept failing until fixed (reported).
+  // Found by the generator above (fixed in 3763507): ipv6ProbeRewrite's checks parsed
+  // "<address>/<len of a v6 prefix>" for any string (config.ts inPrefix6), and zod runs them even
+  // after the address check failed, so an IPv4 `to` ("10.0.0.1/128") or a non-address ("x/10")
+  // threw a plain Error out of parseConfig: the binary answered 110 ("internal error", with a
+  // stack) instead of 7 naming the field.
   test.each([
     [{ from: 'fe80::1', to: '10.0.0.1' }, 'ipv6ProbeRewrite.to'],
     [{ from: 'fe80::1', to: 'x' }, 'ipv6ProbeRewrite.to'],
@@ -238,11 +238,11 @@ describe('generated inputs through the pure layer (fast-check)', () => {
     expect('error' in out && [out.error.code, out.error.message.split(':')[1]?.trim()]).toEqual([7, field]);
   });
 
-  // Found by the generator above (annotation keys that are also properties of every JS object):
-  // annotated mode reads the pod's annotation with a plain property lookup, so a key such as
-  // "constructor" or "toString" finds Object.prototype's function on a pod that has no such
-  // annotation, and the ADD is refused with code 7 ("names no entry of marks") instead of passing
-  // the pod through unmarked. Kept failing until fixed (reported).
+  // Found by the generator above (annotation keys that are also properties of every JS object;
+  // fixed in 3763507): annotated mode read the pod's annotation with a plain property lookup, so a
+  // key such as "constructor" or "toString" found Object.prototype's function on a pod that has no
+  // such annotation, and the ADD was refused with code 7 ("names no entry of marks") instead of
+  // passing the pod through unmarked.
   test.each(['constructor', 'toString', 'valueOf', 'hasOwnProperty'])('a pod without the "%s" annotation passes through unmarked', (annotation) => {
     const config = parseConfig({
       cniVersion: '1.0.0', name: 'pods', type: 'markroute', mode: 'annotated', annotation,
