@@ -1,7 +1,7 @@
 // The pure plan: which kernel objects one attachment needs, as data. No effects here.
 import type { Config, MarkSpec, PrevResult } from "./config.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
-import { hostAddress, type Family } from "./net/cidr.js";
+import { hostAddress, parseCidr, type Family } from "./net/cidr.js";
 import { fnv1a } from "./net/hash.js";
 
 export type IptablesVariant = "nft" | "legacy";
@@ -123,6 +123,13 @@ export const setName = (network: string, family: Family, tag = "") => `mr${famil
 export const nftSetName = (family: Family, tag: string) => `pods${family}${tag ? `_${tag}` : ""}`;
 export const nftTableName = (network: string) => `markroute-${networkHash(network)}`;
 
+/** Whether CIDR `outer` contains CIDR `inner` (both canonical, one family). */
+function covers(outer: string, inner: string): boolean {
+  const [, outerLen = "0"] = outer.split("/");
+  const [address = "", innerLen = "0"] = inner.split("/");
+  return Number(outerLen) <= Number(innerLen) && parseCidr(`${address}/${outerLen}`).text === outer;
+}
+
 function invalidPrevResult(reason: string): never {
   throw new CniError(ErrorCode.invalidConfig, `invalid netconf: prevResult: ${reason}`);
 }
@@ -172,8 +179,10 @@ export function planAttachment(config: Config, attachment: Attachment, hostMatch
   const exempt = (f: Family) => config.exemptCIDRs.filter((e) => e.cidr.family === f).map((e) => e.cidr.text);
   if (facts.backend === "nftables") {
     const table = nftTableName(config.name);
+    // An interval set refuses overlapping elements: keep only CIDRs no other one covers.
+    const outermost = (f: Family) => exempt(f).filter((c, i, all) => !all.some((o, j) => j !== i && covers(o, c) && (o !== c || j < i)));
     objects.push({
-      kind: "nftTable", table, network: config.name, exempt4: exempt(4), exempt6: exempt(6),
+      kind: "nftTable", table, network: config.name, exempt4: outermost(4), exempt6: outermost(6),
       marks: config.marks.map((m) => ({ name: m.name, set: m.tag, mark: m.mark, mask: m.mask })),
       ...(config.linkGroup !== undefined ? { linkGroup: config.linkGroup } : {}),
       ...(config.ipv6ProbeRewrite ? { probeRewrite: { uplink: uplinkOf(6).dev, ...config.ipv6ProbeRewrite } } : {}),

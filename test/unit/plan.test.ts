@@ -244,3 +244,16 @@ describe('planAttachment', () => {
     expect(JSON.stringify([c, att, routed4, facts])).toBe(snapshot);
   });
 });
+
+describe('nftables exemptions', () => {
+  test('an interval set takes no overlaps: CIDRs covered by another (or repeated) are left out', () => {
+    const c = parseConfig({
+      cniVersion: '1.0.0', name: 'mrnet', type: 'markroute',
+      serviceCIDRs: ['10.96.0.0/12', 'fd00:96::/108', 'fd00:96::1/128'], excludeCIDRs: ['10.96.0.10/32', '168.63.129.16/32', '10.96.0.0/12'],
+    });
+    const hm: HostMatch = { iface: 'veth1', topology: 'routed', addresses: [{ family: 4, address: '10.244.0.5' }] };
+    const plan = planAttachment(c, { network: 'mrnet', containerId: 'c', ifName: 'eth0' }, hm, { backend: 'nftables', uplinks: { 4: { dev: 'eth0', gateway: '10.224.0.1' } } }, c.marks[0]!);
+    const table = plan.objects.find((o) => o.kind === 'nftTable');
+    expect(table && table.kind === 'nftTable' && [table.exempt4, table.exempt6]).toEqual([['10.96.0.0/12', '168.63.129.16/32'], ['fd00:96::/108']]);
+  });
+});
