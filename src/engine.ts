@@ -126,7 +126,7 @@ export class Transaction {
       if (!known || !isShared(planned)) return [planned];
       const heldByOthers = (this.index.refs[objectKey(planned)] ?? 0) > (oldKeys.has(objectKey(planned)) ? 1 : 0);
       const o = heldByOthers ? mergeShared(planned, known.object) : planned;
-      if (sameObject(known.object, o) && !this.unhealed) return [];
+      if (sameObject(known.object, o) && !this.unhealed && !repairedByEveryAdd(o)) return [];
       // The conflist changed under pods that hold this object: remember to look at them on release.
       if (heldByOthers && !sameObject(known.object, o)) known.mixed = true;
       return [o];
@@ -210,6 +210,13 @@ export class Transaction {
     return this.kernel.drift(objects);
   }
 }
+
+/**
+ * Shared objects every ADD writes again although the index says they are there, because that
+ * costs nothing: our nftables table rides in the transaction that adds the pod's element, and
+ * rp_filter is a file. Someone flushing the table or resetting rp_filter is undone by the next pod.
+ */
+const repairedByEveryAdd = (o: KernelObject) => o.kind === "nftTable" || o.kind === "rpFilter";
 
 /** Shared objects live in the index; a pod's own objects only in its record (and the reference counts). */
 const isShared = (o: KernelObject) => !isPerPod(o);

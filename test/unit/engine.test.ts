@@ -88,12 +88,12 @@ describe("engine: reference counting", () => {
     expect(store.readIndex()).toMatchObject({ dirty: false, objects: {}, refs: {} });
   });
 
-  it("second pod's ADD installs only its element", () => {
+  it("second pod's ADD installs its element and re-writes only what costs nothing (rp_filter)", () => {
     const { tx } = fixture();
     tx().add(planFor(2));
     const second = tx();
     second.add(planFor(3));
-    expect(second.summary.installed).toEqual([`element/${setOf(planFor(3))}/10.244.0.3,veth3`]);
+    expect(second.summary.installed).toEqual([`element/${setOf(planFor(3))}/10.244.0.3,veth3`, "rpFilter/eth0"]);
   });
 
   it("DEL of an unknown attachment is a no-op that succeeds", () => {
