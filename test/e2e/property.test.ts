@@ -115,12 +115,11 @@ describe('generated inputs against dist/markroute in one namespace (fast-check)'
     expect(tally['ADD exit 0'] ?? 0).toBeGreaterThan(0);
   });
 
-  // Found by the generator above: the nftables backend keeps the exempt CIDRs in an interval set
-  // declared without auto-merge (src/backend/nftables.ts exemptSetSpec), so overlapping entries —
-  // an excluded address inside a service CIDR, or a service CIDR inside another — make `nft -f`
-  // fail with "conflicting intervals specified": ADD answers 100 (rolled back, so the node is
-  // unchanged), while the iptables backend and the validation accept the same netconf. Kept
-  // failing until fixed (reported).
+  // Found by the generator above (fixed in 4baebaa): the nftables backend kept the exempt CIDRs in
+  // an interval set, which refuses overlapping elements, so overlapping entries (an excluded
+  // address inside a service CIDR, a service CIDR inside another) made `nft -f` fail with
+  // "conflicting intervals specified": ADD answered 100 (rolled back), while the iptables backend
+  // and the validation accepted the same netconf.
   test.each([
     [['10.96.0.0/12'], ['10.96.0.10/32']],
     [['fd00:96::/108', 'fd00:96::1/128'], []],
