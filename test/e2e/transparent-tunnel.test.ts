@@ -167,8 +167,8 @@ describe.each(PTP_CASES.map((c) => [`${c.backend} backend, ${c.family}, kube-pro
     }
   });
 
-  // Known bug for IPv6-only pods next to kube-proxy on iptables-legacy (reported): the variant is
-  // detected from the IPv4 tables alone, which hold no rule of kube-proxy's then (a tie, so nft).
+  // The variant is detected from both families' tables: next to IPv6-only kube-proxy rules the
+  // IPv4 tables alone would be a tie (and pick nft).
   test.runIf(backend === 'iptables')(`each family's chain lands in the iptables variant kube-proxy's rules are in (${kubeProxy}), and only there`, () => {
     const s = lab.snapshot();
     for (const f of fams) {
