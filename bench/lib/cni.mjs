@@ -41,10 +41,19 @@ export function invokeAsync(ns, binary, command, pod, netconf) {
   return runAsync(inNs(ns, [binary]), { input: JSON.stringify(netconf), env: cniEnv(command, pod) });
 }
 
-export function markrouteConf(dir, prevResult) {
+export const BACKENDS = ["iptables", "nftables"];
+
+/**
+ * The netconf of a site's markroute. The backend is always explicit: the default, "auto",
+ * resolves to nftables wherever `nft` works, so leaving it out would measure nftables silently.
+ */
+export function markrouteConf(site, prevResult) {
+  if (!BACKENDS.includes(site.backend)) throw new Error(`site ${site.tag}: backend ${site.backend} is not one of ${BACKENDS.join(", ")}`);
+  const dir = site.dir;
   return {
     cniVersion: CNI_VERSION, name: NETWORK, type: "markroute",
     mode: "transparent-tunnel",
+    backend: site.backend,
     serviceCIDRs: [SERVICE_CIDR],
     stateDir: join(dir, "markroute-state"),
     logFile: join(dir, "markroute.log"),

@@ -90,8 +90,9 @@ export class Lab {
   /**
    * A site: a node (where the plugins run) and its fabric (the cloud gateway, which forwards and
    * hairpins pod traffic back to the node without ICMP redirects, which would teach the node a
-   * shortcut), each with its own markroute state. Two identical sites let the bench measure "2
-   * pods" and "1000 pods" interleaved, so a busy neighbour cannot bias one side of a ratio.
+   * shortcut), each with its own markroute state. Identical sites, one per backend and number of
+   * attached pods, let the bench measure them all interleaved, so a busy neighbour cannot bias one
+   * side of a ratio.
    */
   addSite(tag) {
     const node = this.addNs(`${tag}-node`);

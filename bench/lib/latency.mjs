@@ -4,22 +4,26 @@
 // busy neighbour, CPU frequency) spreads over all of them instead of biasing one.
 import { readFileSync } from "node:fs";
 import { CNI_DIR, CNI_VERSION, MARKROUTE, fakePod, firewallConf, invoke, markrouteConf } from "./cni.mjs";
+import { replay, retarget } from "./capture.mjs";
 import { runIn, yieldToLoop } from "./proc.mjs";
 import { rng, shuffle } from "./stats.mjs";
 
 const FIREWALL = `${CNI_DIR}/firewall`;
 
 /**
- * Runs `warmup + rounds` rounds. makeRound(i) returns { before, after }: lists of [name, () => ms];
- * `before` steps run in shuffled order, then `after` steps (e.g. DELs of the round's ADDs).
+ * Runs `warmup + rounds` rounds. makeRound(i) returns { before, after }: lists of [name, () => ms]
+ * or of groups (lists of such steps); `before` steps run in shuffled order, then `after` steps
+ * (e.g. DELs of the round's ADDs). A group's steps run one after the other, in shuffled order: the
+ * commands a ratio compares then run under the same momentary load of the machine.
  * Returns samples by name, warmup rounds left out.
  */
 export async function rounds({ rounds: n, warmup, seed, makeRound }) {
   const random = rng(seed);
   const samples = {};
+  const order = (steps) => shuffle(steps, random).flatMap((s) => (Array.isArray(s[0]) ? shuffle(s, random) : [s]));
   for (let i = 0; i < warmup + n; i++) {
     const { before, after = [] } = makeRound(i);
-    for (const [name, step] of [...shuffle(before, random), ...shuffle(after, random)]) {
+    for (const [name, step] of [...order(before), ...order(after)]) {
       const ms = step();
       if (i >= warmup) (samples[name] ??= []).push(ms);
     }
@@ -39,8 +43,12 @@ export function commands(lab) {
       input: JSON.stringify({ cniVersion: CNI_VERSION }), env: { CNI_COMMAND: "VERSION" },
     }).ms,
     newPod: (label) => fakePod(dummyNetns, label),
-    mrAdd: (site, pod) => invoke(site.node, MARKROUTE, "ADD", pod, markrouteConf(site.dir, pod.prevResult)).ms,
-    mrDel: (site, pod) => invoke(site.node, MARKROUTE, "DEL", pod, markrouteConf(site.dir, pod.prevResult)).ms,
+    mrAdd: (site, pod) => invoke(site.node, MARKROUTE, "ADD", pod, markrouteConf(site, pod.prevResult)).ms,
+    mrDel: (site, pod) => invoke(site.node, MARKROUTE, "DEL", pod, markrouteConf(site, pod.prevResult)).ms,
+    // The kernel tools a steady-state ADD / DEL runs, alone: markroute's own invocations (captured
+    // once per site, lib/capture.mjs) replayed for another made-up pod; each toolAdd has its toolDel.
+    toolAdd: (site, pod) => replay(site, retarget(site.tools.ADD, site.tools.pod, pod)),
+    toolDel: (site, pod) => replay(site, retarget(site.tools.DEL, site.tools.pod, pod)),
     // The Go reference runs in a node namespace of its own (lab.fwnode), started the same way.
     fwAdd: (pod) => invoke(lab.fwnode, FIREWALL, "ADD", pod, firewallConf(pod.prevResult)).ms,
     fwDel: (pod) => invoke(lab.fwnode, FIREWALL, "DEL", pod, firewallConf(pod.prevResult)).ms,
@@ -55,7 +63,7 @@ export function inProcess(site, containerIds) {
   const wanted = new Set(containerIds);
   const byCommand = {};
   let text = "";
-  try { text = readFileSync(markrouteConf(site.dir).logFile, "utf8"); } catch { return byCommand; }
+  try { text = readFileSync(markrouteConf(site).logFile, "utf8"); } catch { return byCommand; }
   for (const line of text.split("\n")) {
     if (!line) continue;
     const e = JSON.parse(line);

@@ -18,11 +18,23 @@ export function latencyTable(title, rows) {
     rows.filter(([, s]) => s).map(([label, s]) => [label, fmt(s.median), fmt(s.p95), fmt(s.min), s.n]), [52, 8, 8, 8, 4]);
 }
 
+/**
+ * Scaling rows: [label, summary, base summary, in-process summary, tool summary]; "x med" and
+ * "x p95" are the row's median and p95 over those of `base` (the same backend with 0 other pods).
+ */
+export function scaleTable(title, rows) {
+  return table(title, ["", "median", "p95", "min", "x med", "x p95", "in-proc", "tool", "n"],
+    rows.map(([label, s, base, inProc, tool]) => [label, fmt(s.median), fmt(s.p95), fmt(s.min),
+      fmt(s.median / base.median, 3), fmt(s.p95 / base.p95, 3), fmt(inProc?.median), fmt(tool?.median), s.n]),
+    [34, 7, 7, 7, 7, 7, 7, 6, 4]);
+}
+
+/** Data-path rows: [label, summary, base summary or undefined]; "x" is rx pps over base's. */
 export function datapathTable(title, rows) {
-  return table(title, ["", "rx pps", "best", "tx pps", "loss %", "fabric", "  runs (rx pps, in order)"],
-    rows.map(([label, d]) => [label, kpps(d.pps), kpps(d.bestPps), kpps(d.sentPps), fmt(d.lossPercent, 1),
-      d.viaFabric ? "yes" : "no", `  ${d.runs.map((r) => kpps(r.pps)).join(" ")}`]),
-    [40, 8, 8, 8, 7, 6, 0]);
+  return table(title, ["", "rx pps", "x", "best", "tx pps", "loss %", "fabric", "  runs (rx pps, in order)"],
+    rows.map(([label, d, base]) => [label, kpps(d.pps), base ? fmt(d.pps / base.pps, 3) : "", kpps(d.bestPps), kpps(d.sentPps),
+      fmt(d.lossPercent, 1), d.viaFabric ? "yes" : "no", `  ${d.runs.map((r) => kpps(r.pps)).join(" ")}`]),
+    [34, 7, 6, 7, 7, 6, 6, 0]);
 }
 
 export function rssTable(title, rows) {
@@ -39,13 +51,16 @@ export function check(name, value, op, target, unit = "") {
   return { name, value, op, target, unit, pass };
 }
 
+/** A heading row in the checks table. */
+export const heading = (name) => ({ name, heading: true });
+
 export function checksTable(checks) {
-  const rows = checks.map((c) => [
+  const rows = checks.map((c) => c.heading ? [c.name, "", "", ""] : [
     // Ratios with 3 decimals, so a value just past its target never prints as equal to it.
     c.name, `${fmt(c.value, c.unit ? 1 : 3)}${c.unit}`, c.op ? `${c.op} ${c.target}${c.unit}` : "(info)",
     c.pass === undefined ? "" : c.pass ? "PASS" : "FAIL",
   ]);
-  return table("Targets", ["", "measured", "target", ""], rows, [52, 10, 10, 4]).replace(/ +$/gm, "");
+  return table("Targets", ["", "measured", "target", ""], rows, [56, 10, 10, 4]).replace(/ +$/gm, "");
 }
 
 export function writeJson(path, data) {

@@ -14,7 +14,7 @@ export const rssMethod = () => (existsSync(GNU_TIME) ? "GNU time %M (ru_maxrss)"
 
 /** Peak RSS in KiB of one markroute ADD of `pod`. */
 export async function addPeakRssKiB(site, pod) {
-  const input = JSON.stringify(markrouteConf(site.dir, pod.prevResult));
+  const input = JSON.stringify(markrouteConf(site, pod.prevResult));
   const env = cniEnv("ADD", pod);
   if (existsSync(GNU_TIME)) {
     const out = join(site.dir, "rss.txt");
