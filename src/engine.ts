@@ -213,10 +213,11 @@ export class Transaction {
 
 /**
  * Shared objects every ADD writes again although the index says they are there, because that
- * costs nothing: our nftables table rides in the transaction that adds the pod's element, and
- * rp_filter is a file. Someone flushing the table or resetting rp_filter is undone by the next pod.
+ * costs nothing: rp_filter is a file (someone resetting it is undone by the next pod). Re-writing
+ * the nftables table with the pod's element would cost ~12 ms a pod (flushing a chain or set
+ * makes the transaction wait), so a flushed table waits for `markroute reconcile`.
  */
-const repairedByEveryAdd = (o: KernelObject) => o.kind === "nftTable" || o.kind === "rpFilter";
+const repairedByEveryAdd = (o: KernelObject) => o.kind === "rpFilter";
 
 /** Shared objects live in the index; a pod's own objects only in its record (and the reference counts). */
 const isShared = (o: KernelObject) => !isPerPod(o);
