@@ -14,6 +14,9 @@ install_debian_packages() {
 
 install_node_modules() {
   if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-    npm ci --no-audit --no-fund
+    # npm 11 writes only this platform's optional packages of some dependencies (rollup's) into the
+    # lock, and its own `npm ci` then calls the lock out of sync; `npm install --no-save` installs
+    # the same locked versions without touching package.json or the lock.
+    npm ci --no-audit --no-fund || npm install --no-save --no-audit --no-fund
   fi
 }
