@@ -5,12 +5,11 @@ import * as commands from "./commands.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { explain, packetOf } from "./explain.js";
 import { decodeNetconf, readStdin } from "./cni/request.js";
-import { SUPPORTED_VERSIONS, parseConfig } from "./config.js";
+import { DEFAULT_STATE_DIR, SUPPORTED_VERSIONS, parseConfig } from "./config.js";
 import { withState, type Transaction } from "./engine.js";
 import { addInstallCommands } from "./install.js";
 
 export const VERSION = "0.1.0";
-const DEFAULT_STATE_DIR = "/var/lib/cni/markroute";
 
 export async function cli(args: string[]): Promise<number> {
   const program = new Command("markroute")

@@ -3,6 +3,10 @@ import { en } from "zod/locales";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { parseCidr, familyOf, canonicalAddress, type Cidr } from "./net/cidr.js";
 import { fnv1a } from "./net/hash.js";
+import { hex } from "./net/hex.js";
+
+export const DEFAULT_STATE_DIR = "/var/lib/cni/markroute";
+export const DEFAULT_LOG_FILE = "/var/log/markroute.log";
 
 z.config(en());
 
@@ -106,8 +110,8 @@ const netconfSchema = z.strictObject({
       "must be a routable IPv6 address the node can forward (unicast: not link-local, multicast, loopback, unspecified or IPv4-mapped)")),
   })),
   rpFilter: z._default(z.optional(z.enum(["loose", "unchanged"])), "loose"),
-  stateDir: z._default(z.optional(z.string().check(z.regex(/^\/[A-Za-z0-9_.\/-]*$/, "must be an absolute path of letters, digits, _ . / -"))), "/var/lib/cni/markroute"),
-  logFile: z._default(z.optional(z.string().check(z.regex(/^(\/[A-Za-z0-9_.\/-]*|stderr)$/, "must be an absolute path or \"stderr\""))), "/var/log/markroute.log"),
+  stateDir: z._default(z.optional(z.string().check(z.regex(/^\/[A-Za-z0-9_.\/-]*$/, "must be an absolute path of letters, digits, _ . / -"))), DEFAULT_STATE_DIR),
+  logFile: z._default(z.optional(z.string().check(z.regex(/^(\/[A-Za-z0-9_.\/-]*|stderr)$/, "must be an absolute path or \"stderr\""))), DEFAULT_LOG_FILE),
   logLevel: z._default(z.optional(z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"])), "info"),
 });
 
@@ -153,7 +157,6 @@ export interface Config {
   validAttachments?: { containerID: string; ifname: string }[];
 }
 
-const hex = (n: number) => `0x${n.toString(16)}`;
 
 function invalid(field: string, reason: string): never {
   throw new CniError(ErrorCode.invalidConfig, `invalid netconf: ${field}: ${reason}`);

@@ -4,6 +4,7 @@
 import { readRules } from "./backend/iproute.js";
 import { runTool } from "./kernel/exec.js";
 import { familyOf, parseCidr } from "./net/cidr.js";
+import { hex } from "./net/hex.js";
 import type { KernelObject, MarkChain, NftTable } from "./plan.js";
 import type { Transaction } from "./engine.js";
 
@@ -13,7 +14,6 @@ export interface Packet {
   to: string;
 }
 
-const hex = (n: number) => `0x${n.toString(16)}`;
 
 /** Whether `address` is inside `cidr` (same family). */
 function contains(cidr: string, address: string): boolean {

@@ -9,14 +9,13 @@ import {
 } from "node:fs";
 import { basename, dirname, extname, join } from "node:path";
 import type { Command } from "commander";
-import { parseConfig } from "./config.js";
+import { DEFAULT_STATE_DIR, parseConfig } from "./config.js";
 import { withState, type ChangeSummary } from "./engine.js";
 
 export const BINARY_NAME = "markroute";
 export const BACKUP_SUFFIX = ".markroute-backup";
 export const DEFAULT_BIN_DIR = "/opt/cni/bin";
 export const DEFAULT_CONF_DIR = "/etc/cni/net.d";
-export const DEFAULT_STATE_DIR = "/var/lib/cni/markroute";
 /** The files libcni's users (containerd, CRI-O, kubelet's dockershim) load from the conf dir. */
 export const CONF_EXTENSIONS = [".conf", ".conflist", ".json"];
 

@@ -4,10 +4,9 @@ import { cli } from "./cli.js";
 import * as commands from "./commands.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { decodeNetconf, parseEnvironment, readStdin, type CniRequest } from "./cni/request.js";
-import { SUPPORTED_VERSIONS, parseConfig, type Config } from "./config.js";
+import { DEFAULT_LOG_FILE, SUPPORTED_VERSIONS, parseConfig, type Config } from "./config.js";
 import { openLog } from "./log.js";
 
-const DEFAULT_LOG = "/var/log/markroute.log";
 
 export async function main(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   return env.CNI_COMMAND === undefined ? cli(args) : cniMain(env);
@@ -48,7 +47,7 @@ async function cniMain(env: NodeJS.ProcessEnv): Promise<number> {
     return write(outcome.result);
   } catch (err) {
     const error = err instanceof CniError ? err : new CniError(ErrorCode.internal, `internal error: ${(err as Error).stack ?? err}`);
-    logger ??= openLog(typeof raw?.logFile === "string" && raw.logFile.startsWith("/") ? raw.logFile : DEFAULT_LOG, "info");
+    logger ??= openLog(typeof raw?.logFile === "string" && raw.logFile.startsWith("/") ? raw.logFile : DEFAULT_LOG_FILE, "info");
     logger.error({ ...context(req, raw?.name), durationMs: elapsed(started), outcome: "error", code: error.code }, error.message);
     write(error.toJSON(cniVersion));
     return 1;

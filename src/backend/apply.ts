@@ -2,8 +2,8 @@
 import { CniError, ErrorCode } from "../cni/errors.js";
 import type { Family } from "../net/cidr.js";
 import {
-  objectKey, type IptablesVariant, type KernelObject, type MarkChain, type PodSet, type PolicyRoute, type PolicyRule,
-  type RpFilter, type SetElement, type SuppressRule,
+  objectKey, type IptablesVariant, type KernelObject, type MarkChain, type PolicyRoute, type PolicyRule,
+  type RpFilter, type SuppressRule,
 } from "../plan.js";
 import { MangleTable, destroySets, elementPresent, ipsetNames, restoreChains, restoreSets, setMembers } from "./iptables.js";
 import {
@@ -156,4 +156,3 @@ export function valuesBefore(objects: KernelObject[]): Map<string, number> {
   return values;
 }
 
-export type { PodSet, SetElement };

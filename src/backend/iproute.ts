@@ -2,6 +2,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { mustRun, runTool, toolFailure } from "../kernel/exec.js";
 import type { Family } from "../net/cidr.js";
+import { hex } from "../net/hex.js";
 import type { LinkGroup, PolicyRoute, PolicyRule, SuppressRule, Uplink } from "../plan.js";
 
 interface IpRuleEntry { priority: number; fwmark?: string; fwmask?: string; table?: string; suppress_prefixlen?: number; src?: string }
@@ -20,7 +21,6 @@ export function readTableRoutes(family: Family, table: number): IpRouteEntry[] {
   return JSON.parse(out.stdout || "[]") as IpRouteEntry[];
 }
 
-const hex = (n: number) => `0x${n.toString(16)}`;
 // `ip -j rule` prints the table by name for the kernel's own (main) and by number otherwise.
 const tableName = (t: number | string) => (String(t) === "254" ? "main" : String(t));
 

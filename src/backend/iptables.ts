@@ -1,6 +1,7 @@
 // The iptables marking backend: one chain of ours in mangle, jumped to from PREROUTING, and ipsets of pods.
 import { mustRun, runTool } from "../kernel/exec.js";
 import type { Family } from "../net/cidr.js";
+import { hex } from "../net/hex.js";
 import type { IptablesVariant, MarkChain, PodSet, SetElement } from "../plan.js";
 
 const tool = (family: Family, variant: IptablesVariant, verb: "save" | "restore") =>
@@ -8,7 +9,6 @@ const tool = (family: Family, variant: IptablesVariant, verb: "save" | "restore"
 
 /** The rules of our chain, exactly as iptables-save prints them back. */
 export function chainRules(c: MarkChain): string[] {
-  const hex = (n: number) => `0x${n.toString(16)}`;
   return [
     ...c.exempt.map((cidr) => `-A ${c.chain} -d ${cidr} -m comment --comment "markroute exempt" -j RETURN`),
     `-A ${c.chain} -m conntrack --ctstate DNAT -m comment --comment "markroute exempt kube-proxy DNAT" -j RETURN`,

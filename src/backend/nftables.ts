@@ -5,9 +5,9 @@
 import { runTool, mustRun } from "../kernel/exec.js";
 import type { Family } from "../net/cidr.js";
 import { fnv1a } from "../net/hash.js";
+import { hex } from "../net/hex.js";
 import { nftSetName, type MarkRule, type NftElement, type NftTable } from "../plan.js";
 
-const hex = (n: number) => `0x${(n >>> 0).toString(16)}`;
 const podSetSpec = (f: Family) => `{ type ${f === 4 ? "ipv4_addr" : "ipv6_addr"} . ifname; }`;
 const exemptSetSpec = (f: Family) => `{ type ${f === 4 ? "ipv4_addr" : "ipv6_addr"}; flags interval; }`;
 const FAMILIES: Family[] = [4, 6];
