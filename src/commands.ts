@@ -110,14 +110,14 @@ export async function add(config: Config, req: CniRequest): Promise<Outcome> {
       iptablesVariant: facts.iptablesVariant ?? cached?.iptablesVariant,
       uplinks: { ...cached?.uplinks, ...detected },
     };
-    tx.add(planAttachment(config, attachment, hostMatch, facts, mark));
+    tx.add(planAttachment(config, attachment, hostMatch, facts, mark), config.driftCheckSeconds * 1000);
     return tx.summary;
   });
-  return {
-    result: result(),
-    summary,
-    ...(hostMatch.topology === "bridged" && config.mode === "transparent-tunnel" ? { warning: BRIDGED_WARNING } : {}),
-  };
+  const warnings = [
+    ...(summary.repaired ? [`repaired what someone changed in the kernel: ${summary.repaired.join("; ")}`] : []),
+    ...(hostMatch.topology === "bridged" && config.mode === "transparent-tunnel" ? [BRIDGED_WARNING] : []),
+  ];
+  return { result: result(), summary, ...(warnings.length ? { warning: warnings.join("; ") } : {}) };
 }
 
 /** DEL removes what ADD recorded, whatever the netconf says now; nothing recorded is success. */

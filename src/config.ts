@@ -110,6 +110,7 @@ const netconfSchema = z.strictObject({
       "must be a routable IPv6 address the node can forward (unicast: not link-local, multicast, loopback, unspecified or IPv4-mapped)")),
   })),
   rpFilter: z._default(z.optional(z.enum(["loose", "unchanged"])), "loose"),
+  driftCheckSeconds: z._default(z.optional(z.number().check(z.int(), z.minimum(0), z.maximum(86400))), 10),
   stateDir: z._default(z.optional(z.string().check(z.regex(/^\/[A-Za-z0-9_.\/-]*$/, "must be an absolute path of letters, digits, _ . / -"))), DEFAULT_STATE_DIR),
   logFile: z._default(z.optional(z.string().check(z.regex(/^(\/[A-Za-z0-9_.\/-]*|stderr)$/, "must be an absolute path or \"stderr\""))), DEFAULT_LOG_FILE),
   logLevel: z._default(z.optional(z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"])), "info"),
@@ -146,6 +147,8 @@ export interface Config {
   linkGroup?: number;
   ipv6ProbeRewrite?: { from: string; to: string };
   rpFilter: "loose" | "unchanged";
+  /** How often an ADD reads the shared objects back and repairs them (0: every ADD). */
+  driftCheckSeconds: number;
   stateDir: string;
   logFile: string;
   logLevel: string;
@@ -249,6 +252,7 @@ export function parseConfig(raw: unknown): Config {
     linkGroup: c.linkGroup,
     ipv6ProbeRewrite: c.ipv6ProbeRewrite && { from: canonicalAddress(c.ipv6ProbeRewrite.from), to: canonicalAddress(c.ipv6ProbeRewrite.to) },
     rpFilter: c.rpFilter,
+    driftCheckSeconds: c.driftCheckSeconds,
     stateDir: c.stateDir,
     logFile: c.logFile,
     logLevel: c.logLevel,

@@ -15,6 +15,8 @@ export interface ChangeSummary {
   installed: string[];
   removed: string[];
   recovered: boolean;
+  /** What an ADD's read-back found wrong in the kernel, then repaired by re-applying every record. */
+  repaired?: string[];
   /** Why healing a predecessor's leftovers failed, when it did. */
   recoveryError?: string;
   lockWaitMs: number;
@@ -112,11 +114,41 @@ export class Transaction {
   }
 
   /**
+   * An ADD, which also repairs drift: every `checkEveryMs` (0: every time) it first reads the shared
+   * objects back from the kernel and, if someone removed or changed one, re-applies every record.
+   * Reading them costs two or three tool runs, too much for every pod start; a change the kernel
+   * refuses (our table or set deleted) is read back at once, repaired and tried again.
+   */
+  add(plan: AttachmentPlan, checkEveryMs = 0): void {
+    const now = Date.now();
+    const last = this.index.checkedAt ?? 0;
+    const due = now - last >= checkEveryMs || now < last;
+    if (due) this.repairDrift(now);
+    try {
+      this.install(plan);
+    } catch (err) {
+      if (due || !this.repairDrift(now)) throw err;
+      this.install(plan);
+    }
+  }
+
+  /** Reads back the shared objects the index holds; re-applies every record if any is not as planned. True if it did. */
+  private repairDrift(now: number): boolean {
+    this.index.checkedAt = now;
+    const shared = Object.values(this.index.objects).map((e) => e.object).filter((o) => !repairedByEveryAdd(o));
+    const problems = [...this.kernel.drift(shared).values()].flat();
+    if (problems.length === 0) return false;
+    this.reconcile();
+    this.summary.repaired = problems;
+    return true;
+  }
+
+  /**
    * Installs what the plan needs and is not known to be installed as planned (the pod's own set
    * elements always: re-ADD must leave them present). Re-ADD releases what the old plan held and
    * the new one does not.
    */
-  add(plan: AttachmentPlan): void {
+  private install(plan: AttachmentPlan): void {
     const keys = new Set(plan.objects.map(objectKey));
     const old = this.store.readRecord(plan.id)?.objects ?? [];
     const oldKeys = new Set(old.map(objectKey));
@@ -213,9 +245,8 @@ export class Transaction {
 
 /**
  * Shared objects every ADD writes again although the index says they are there, because that
- * costs nothing: rp_filter is a file (someone resetting it is undone by the next pod). Re-writing
- * the nftables table with the pod's element would cost ~12 ms a pod (flushing a chain or set
- * makes the transaction wait), so a flushed table waits for `markroute reconcile`.
+ * costs nothing: rp_filter is a file (someone resetting it is undone by the next pod). The rest
+ * is read back only when an ADD's drift check is due (Transaction.add).
  */
 const repairedByEveryAdd = (o: KernelObject) => o.kind === "rpFilter";
 

@@ -33,6 +33,8 @@ export interface StateIndex {
    * none does. Counts, not holder lists: the index is read and written twice by every operation.
    */
   refs: Record<string, number>;
+  /** When an ADD last read the shared objects back from the kernel (ms since the epoch). */
+  checkedAt?: number;
   /** Detected once, while any attachment exists. */
   facts?: Partial<NodeFacts>;
   /** The boot and network namespace the objects were installed in; another one has none of them. */

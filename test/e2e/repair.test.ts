@@ -1,23 +1,68 @@
-// Drift: what an ADD can re-write at no cost (the uplink's rp_filter) is re-written by every ADD;
-// the rest (the nftables table or iptables chain, ip rules, routes) by `markroute reconcile`.
+// Drift: someone flushes our chain or table, deletes our ip rule or route, resets the uplink's
+// rp_filter, or destroys our set. CHECK names what is missing; the next ADD repairs it (at once
+// when its drift check is due, and whenever the kernel refuses its change); `markroute reconcile`
+// repairs everything on demand and says what.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { createLab, findPlugin, loadPtpConflist, type Lab, type Pod } from '../lab/index.ts';
+import {
+  createLab, findPlugin, ipsetAdds, loadPtpConflist, markChains, saveKey, type Backend, type Conflist, type Lab, type Pod,
+} from '../lab/index.ts';
+import { markrouteTables } from '../lab/nft.ts';
 
-describe('drift is named by CHECK and repaired (nftables)', () => {
+/** The ptp conflist with markroute's drift check every `seconds` (0: every ADD). */
+function conflist(lab: Lab, backend: Backend, seconds: number): Conflist {
+  const list = loadPtpConflist(lab, backend);
+  Object.assign(list.plugins.find((p) => p.type === 'markroute')!, { driftCheckSeconds: seconds });
+  return list;
+}
+
+describe.each<Backend>(['nftables', 'iptables'])('drift is named by CHECK and repaired (%s)', (backend) => {
   let lab: Lab;
   let first: Pod;
   let server: Pod;
+  let pods = 0;
   const check = async (pod: Pod) => (await lab.cni('CHECK', pod)).ok;
-  /** `markroute reconcile`; returns the keys it says it repaired. */
-  const reconcile = (): string[] => {
-    const out = lab.exec(lab.ns.node, [findPlugin('markroute', lab.cniPath)!, 'reconcile', '--state-dir', join(lab.dir, 'state')]);
-    return JSON.parse(out.stdout).repaired.map((r: { key: string }) => r.key);
+  const checkError = async (pod: Pod) => JSON.stringify((await lab.cni('CHECK', pod)).runs.at(-1)?.stdout);
+  const nextPod = (list: Conflist) => lab.addPod(`next${++pods}`, list);
+  /** Marked traffic still goes out through the fabric, where the NSG counts it. */
+  const marked = async () => {
+    lab.nsg.reset();
+    const r = await lab.probe(first, 'udp', server.ip4!, 7000, { count: 3, fresh: true });
+    expect(r.received).toBe(3);
+    expect(lab.nsg.packets(first.ip4!, server.ip4!)).toBeGreaterThanOrEqual(3);
   };
+  /** markroute's log lines at level warn (40) and above. */
+  const warnings = () => lab.exec(lab.ns.node, ['cat', join(lab.dir, 'markroute.log')]).stdout
+    .split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((e) => e.level >= 40);
+
+  /** Empties what marks pods: our nftables chain, or our iptables chain (the jump to it stays). */
+  function flushMarking(): string {
+    const s = lab.snapshot();
+    if (backend === 'nftables') {
+      const table = markrouteTables(s)[0]!;
+      lab.exec(lab.ns.node, ['nft', 'flush', 'chain', 'inet', table, 'prerouting']);
+      return `chain prerouting of table inet ${table} does not hold the planned rules`;
+    }
+    const variant = markChains(s.iptables[saveKey('nft', 4)]).length ? 'nft' : 'legacy';
+    const chain = markChains(s.iptables[saveKey(variant, 4)])[0]!;
+    lab.exec(lab.ns.node, [`iptables-${variant}`, '-t', 'mangle', '-F', chain]);
+    return chain;
+  }
+
+  /** Takes away what holds every pod's element: our nftables table, or our chain's rules and then the ipset. */
+  function destroyPodSets(): void {
+    if (backend === 'nftables') {
+      lab.exec(lab.ns.node, ['nft', 'delete', 'table', 'inet', markrouteTables(lab.snapshot())[0]!]);
+      return;
+    }
+    const set = ipsetAdds(lab.snapshot())[0]!.split(' ')[1]!;
+    flushMarking();
+    lab.exec(lab.ns.node, ['ipset', 'destroy', set]);
+  }
 
   beforeAll(async () => {
     lab = await createLab();
-    const list = loadPtpConflist(lab, 'nftables');
+    const list = conflist(lab, backend, 0);
     first = await lab.addPod('first', list);
     server = await lab.addPod('server', list);
     await lab.serve(server, 'udp', 7000);
@@ -27,34 +72,42 @@ describe('drift is named by CHECK and repaired (nftables)', () => {
     await lab?.destroy();
   });
 
-  test('a flushed table and a reset rp_filter: CHECK names them, the next ADD puts rp_filter back, reconcile the table', async () => {
-    const tables = JSON.parse(lab.exec(lab.ns.node, ['nft', '-j', 'list', 'tables']).stdout).nftables as { table?: { name: string } }[];
-    const table = tables.flatMap((i) => (i.table?.name.startsWith('markroute-') ? [i.table.name] : []))[0]!;
-    lab.exec(lab.ns.node, ['nft', 'flush', 'chain', 'inet', table, 'prerouting']);
+  test('chain flushed, ip rule and route deleted, rp_filter reset: CHECK names each, the next ADD (check due) repairs them all', async () => {
+    const chainProblem = flushMarking();
+    lab.exec(lab.ns.node, ['ip', 'rule', 'del', 'fwmark', '0x10/0x10', 'lookup', '100', 'priority', '32765']);
+    lab.exec(lab.ns.node, ['ip', 'route', 'del', 'default', 'table', '100']);
     lab.exec(lab.ns.node, ['sysctl', '-qw', 'net.ipv4.conf.eth0.rp_filter=1']);
-    const broken = await lab.cni('CHECK', first);
-    expect(broken.ok).toBe(false);
-    const msg = JSON.stringify(broken.runs.at(-1)?.stdout);
-    expect(msg).toContain(`chain prerouting of table inet ${table} does not hold the planned rules`);
-    expect(msg).toContain('rp_filter of eth0 is 1, not 2 (loose)');
+    const broken = await checkError(first);
+    expect(broken).toContain(chainProblem);
+    expect(broken).toContain('ip -4 rule 32765: fwmark 0x10/0x10 lookup 100 is missing');
+    expect(broken).toContain('default via 10.224.0.1 dev eth0 in table 100 (IPv4) is missing');
+    expect(broken).toContain('rp_filter of eth0 is 1, not 2 (loose)');
 
-    await lab.addPod('next', loadPtpConflist(lab, 'nftables'));
-    expect(lab.snapshot().rpFilter.eth0).toBe('2');
-    const stillBroken = JSON.stringify((await lab.cni('CHECK', first)).runs.at(-1)?.stdout);
-    expect(stillBroken).toContain(`chain prerouting of table inet ${table} does not hold the planned rules`);
-    expect(stillBroken).not.toContain('rp_filter');
-    reconcile();
+    await nextPod(conflist(lab, backend, 0));
     expect(await check(first)).toBe(true);
-    lab.nsg.reset();
-    const r = await lab.probe(first, 'udp', server.ip4!, 7000, { count: 3 });
-    expect(r.received).toBe(3);
-    expect(lab.nsg.packets(first.ip4!, server.ip4!)).toBeGreaterThanOrEqual(3);
+    expect(lab.snapshot().rpFilter.eth0).toBe('2');
+    const repaired = warnings().at(-1);
+    expect(repaired.msg).toMatch(/^ADD ok: repaired what someone changed in the kernel: /);
+    expect(repaired.repaired.join('; ')).toContain('rule 32765');
+    await marked();
   });
 
-  test('a deleted ip rule is named by CHECK and put back by markroute reconcile', async () => {
-    lab.exec(lab.ns.node, ['ip', 'rule', 'del', 'fwmark', '0x10/0x10', 'lookup', '100', 'priority', '32765']);
+  test('between drift checks, an ADD whose change the kernel refuses (our set destroyed) repairs at once and succeeds', async () => {
+    destroyPodSets();
     expect(await check(first)).toBe(false);
-    expect(reconcile()).toContain('rule/4/32765/16/16/100');
+    const hourly = conflist(lab, backend, 3600); // the previous ADD checked: none is due for an hour
+    await nextPod(hourly);
+    expect(await check(first)).toBe(true); // the first pod's element is back, with the rest
+    await marked();
+  });
+
+  test('between drift checks, a deleted ip rule waits for the next check; markroute reconcile repairs it now and says so', async () => {
+    lab.exec(lab.ns.node, ['ip', 'rule', 'del', 'fwmark', '0x10/0x10', 'lookup', '100', 'priority', '32765']);
+    await nextPod(conflist(lab, backend, 3600));
+    expect(await check(first)).toBe(false);
+    const out = lab.exec(lab.ns.node, [findPlugin('markroute', lab.cniPath)!, 'reconcile', '--state-dir', join(lab.dir, 'state')]);
+    expect(JSON.parse(out.stdout).repaired.map((r: { key: string }) => r.key)).toContain('rule/4/32765/16/16/100');
     expect(await check(first)).toBe(true);
+    await marked();
   });
 });

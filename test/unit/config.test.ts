@@ -41,6 +41,7 @@ describe('defaults', () => {
       linkGroup: undefined,
       ipv6ProbeRewrite: undefined,
       rpFilter: 'loose',
+      driftCheckSeconds: 10,
       stateDir: '/var/lib/cni/markroute',
       logFile: '/var/log/markroute.log',
       logLevel: 'info',
@@ -283,6 +284,14 @@ describe('enumerations, names and paths', () => {
     expectInvalid({ rpFilter: 'strict' }, /^invalid netconf: rpFilter: /);
     expectInvalid({ rpFilter: 2 }, /^invalid netconf: rpFilter: /);
     expectInvalid({ logLevel: 'verbose' }, /^invalid netconf: logLevel: /);
+  });
+
+  test('driftCheckSeconds is a whole number of seconds, 0 (every ADD) to a day', () => {
+    expect(parseConfig({ ...base, driftCheckSeconds: 0 }).driftCheckSeconds).toBe(0);
+    expect(parseConfig({ ...base, driftCheckSeconds: 86400 }).driftCheckSeconds).toBe(86400);
+    for (const driftCheckSeconds of [-1, 1.5, 86401, '10', null]) {
+      expectInvalid({ driftCheckSeconds }, /^invalid netconf: driftCheckSeconds: /);
+    }
   });
 
   test('stateDir must be an absolute path of safe characters', () => {

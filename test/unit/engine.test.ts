@@ -32,7 +32,11 @@ class FakeKernel implements Kernel {
     }
   }
 
+  /** How many times the engine read objects back. */
+  driftReads = 0;
+
   drift(objects: KernelObject[]): Map<string, string[]> {
+    this.driftReads++;
     return new Map(objects.map((o) => [objectKey(o), this.installed.has(objectKey(o)) ? [] : [`${objectKey(o)} is missing`]]));
   }
 
@@ -245,3 +249,69 @@ function chainOf(plan: ReturnType<typeof planFor>): string {
 }
 
 const exemptOf = (o: KernelObject | undefined) => (o && o.kind === "markChain" ? o.exempt : undefined);
+
+describe("engine: drift repaired by ADD", () => {
+  const TEN_SECONDS = 10_000;
+  const lose = (kernel: FakeKernel, kind: KernelObject["kind"]) => {
+    const key = [...kernel.installed.entries()].find(([, o]) => o.kind === kind)![0];
+    kernel.installed.delete(key);
+    return key;
+  };
+
+  it("when its check is due, an ADD reads the shared objects back and re-applies every record if one is gone", () => {
+    const { kernel, tx, store } = fixture();
+    tx().add(planFor(2), TEN_SECONDS);
+    const rule = lose(kernel, "rule");
+    const element = lose(kernel, "element"); // pod 2's: put back by re-applying its record
+    const index = store.readIndex()!;
+    store.writeIndex({ ...index, checkedAt: index.checkedAt! - TEN_SECONDS });
+    const t = tx();
+    t.add(planFor(3), TEN_SECONDS);
+    expect(t.summary.repaired).toEqual([`${rule} is missing`]);
+    expect(kernel.installed.has(rule)).toBe(true);
+    expect(kernel.installed.has(element)).toBe(true);
+    expect(Object.values(store.readIndex()!.refs)).toContain(2);
+  });
+
+  it("between checks an ADD reads nothing back, and leaves drift it cannot see for the next check", () => {
+    const { kernel, tx } = fixture();
+    tx().add(planFor(2), TEN_SECONDS);
+    const reads = kernel.driftReads;
+    const rule = lose(kernel, "rule");
+    const t = tx();
+    t.add(planFor(3), TEN_SECONDS);
+    expect(kernel.driftReads).toBe(reads);
+    expect(t.summary.repaired).toBeUndefined();
+    expect(kernel.installed.has(rule)).toBe(false);
+  });
+
+  it("a clock that went back makes the check due", () => {
+    const { kernel, tx, store } = fixture();
+    tx().add(planFor(2), TEN_SECONDS);
+    store.writeIndex({ ...store.readIndex()!, checkedAt: Date.now() + 3_600_000 });
+    const reads = kernel.driftReads;
+    tx().add(planFor(3), TEN_SECONDS);
+    expect(kernel.driftReads).toBe(reads + 1);
+  });
+
+  it("between checks, a refused ADD is read back at once: drift found is repaired and the ADD tried again", () => {
+    const { kernel, tx, store } = fixture();
+    tx().add(planFor(2), TEN_SECONDS);
+    const chain = lose(kernel, "markChain");
+    kernel.failingApplies = 1; // as `ipset add` fails when someone destroyed the set
+    const t = tx();
+    t.add(planFor(3), TEN_SECONDS);
+    expect(t.summary.repaired).toEqual([`${chain} is missing`]);
+    expect(kernel.installed.has(chain)).toBe(true);
+    expect(store.readRecord(planFor(3).id)).toBeDefined();
+    expect(kernel.installed.has(`element/${setOf(planFor(3))}/10.244.0.3,veth3`)).toBe(true);
+  });
+
+  it("a refused ADD with nothing drifted stays refused, rolled back", () => {
+    const { kernel, tx, store } = fixture();
+    tx().add(planFor(2), TEN_SECONDS);
+    kernel.failingApplies = 1;
+    expect(() => tx().add(planFor(3), TEN_SECONDS)).toThrow(/simulated kernel refusal/);
+    expect(store.readRecord(planFor(3).id)).toBeUndefined();
+  });
+});
