@@ -1,9 +1,9 @@
 // `npm run bench`: markroute's start-up latency, its scaling with attached pods, the data-path
 // cost of its marking, and its memory, for each marking backend (iptables and nftables), all
 // measured in one run inside network namespaces of its own (see lib/lab.mjs; the root namespace is
-// never changed). Prints one table per section and the targets, and writes every sample to
-// build/bench-results.json.
-//   node bench/run.mjs [--quick]     (--quick: few samples, 20 and 100 pods, to try the bench itself)
+// never changed), and a load of concurrent ADDs then DELs on one node. Prints one table per
+// section and the targets, and writes every sample to build/bench-results.json.
+//   node bench/run.mjs [--quick]     (--quick: few samples, 20 and 100 pods, 20 at once, to try the bench itself)
 // Exit status: 0 all targets met, 1 a target missed, 2 the bench itself failed.
 import { availableParallelism, loadavg, release } from "node:os";
 import { existsSync, readdirSync, statSync } from "node:fs";
@@ -13,15 +13,15 @@ import { captureTools, describe, makeShims } from "./lib/capture.mjs";
 import { udpPps } from "./lib/datapath.mjs";
 import { Lab, sweepStale } from "./lib/lab.mjs";
 import { commands, inProcess, rounds } from "./lib/latency.mjs";
-import { check, checksTable, datapathTable, heading, latencyTable, rssTable, scaleTable, writeJson } from "./lib/report.mjs";
+import { check, checksTable, countCheck, datapathTable, heading, latencyTable, loadTable, rssTable, scaleTable, writeJson } from "./lib/report.mjs";
 import { PATH, pool, run, runIn } from "./lib/proc.mjs";
 import { addPeakRssKiB, rssMethod } from "./lib/rss.mjs";
 import { quantile, summarize } from "./lib/stats.mjs";
 
 const QUICK = process.argv.includes("--quick");
 const P = QUICK
-  ? { rounds: 10, warmup: 2, others: [0, 20, 100], coldCycles: 3, rssRuns: 3, iperfSeconds: 1, iperfRuns: 1, iperfRunsDirect: 1 }
-  : { rounds: 40, warmup: 5, others: [0, 200, 1000], coldCycles: 8, rssRuns: 8, iperfSeconds: 3, iperfRuns: 5, iperfRunsDirect: 3 };
+  ? { rounds: 10, warmup: 2, others: [0, 20, 100], coldCycles: 3, rssRuns: 3, iperfSeconds: 1, iperfRuns: 1, iperfRunsDirect: 1, loadPods: 20 }
+  : { rounds: 40, warmup: 5, others: [0, 200, 1000], coldCycles: 8, rssRuns: 8, iperfSeconds: 3, iperfRuns: 5, iperfRunsDirect: 3, loadPods: 200 };
 /** The largest number of other pods: the one the targets are about. */
 const MAX = P.others.at(-1);
 const CONCURRENCY = Math.max(2, availableParallelism() * 2);
@@ -34,6 +34,7 @@ const SHORT = { iptables: "ipt", nftables: "nft" };
 const SCALE_TARGET = { nftables: { add: 1.1, del: 1.1 }, iptables: { add: 1.2 } };
 
 const log = (msg) => process.stderr.write(`bench: ${msg}\n`);
+const S = (xs) => (xs && xs.length ? summarize(xs) : undefined);
 
 /** Checks what the bench needs; returns warnings to print with the results. */
 function preflight() {
@@ -111,6 +112,50 @@ function podSetSize(site) {
 /** markroute reads its state index once and writes it twice per operation: its size matters. */
 const indexBytes = (site) => statSync(join(markrouteConf(site).stateDir, "index.json")).size;
 
+/** What markroute holds at a site: its IPv4 pod set's elements and its attachment records. */
+const holdings = (site) => ({
+  podSet: podSetSize(site),
+  attachments: readdirSync(join(markrouteConf(site).stateDir, "attachments")).filter((f) => f.endsWith(".json")).length,
+});
+
+/** markroute `command` for all of `pods` at once; the wave's wall time and one message per failed call. */
+async function wave(site, command, pods) {
+  const began = performance.now();
+  const failures = await Promise.all(pods.map((pod) =>
+    invokeAsync(site.node, MARKROUTE, command, pod, markrouteConf(site, pod.prevResult))
+      .then(() => [], (e) => [`${site.backend} ${command} ${pod.name}: ${e.message}`])));
+  return { wallMs: performance.now() - began, failures: failures.flat() };
+}
+
+/**
+ * Load: every pod's ADD at once, then every pod's DEL at once, at one site (containerd runs the
+ * plugin for pods started together concurrently, and markroute's lock serialises them). Every call
+ * must succeed, the site must hold every pod in between and exactly what it held before after;
+ * `wrongHoldings` says where it did not.
+ */
+async function load(site, pods) {
+  const before = holdings(site);
+  const add = await wave(site, "ADD", pods);
+  const between = holdings(site);
+  const del = await wave(site, "DEL", pods);
+  const after = holdings(site);
+  const own = inProcess(site, pods.map((p) => p.containerId));
+  const off = (when, got, want) => Object.keys(want).filter((k) => got[k] !== want[k])
+    .map((k) => `${site.backend} ${when}: ${got[k]} ${k === "podSet" ? "pod set elements" : "attachment records"}, expected ${want[k]}`);
+  return {
+    site: site.tag, pods: pods.length, addWallMs: add.wallMs, delWallMs: del.wallMs,
+    // Calls that gave up on the lock are not logged with a wait: they are among the failures.
+    lockWait: { ADD: S(own.ADD?.lockWaitMs), DEL: S(own.DEL?.lockWaitMs) },
+    lockWaitMs: { ADD: own.ADD?.lockWaitMs ?? [], DEL: own.DEL?.lockWaitMs ?? [] },
+    failures: [...add.failures, ...del.failures],
+    holdings: { before, between, after },
+    wrongHoldings: [
+      ...off("after the ADD wave", between, { podSet: before.podSet + pods.length, attachments: before.attachments + pods.length }),
+      ...off("after the DEL wave", after, before),
+    ],
+  };
+}
+
 /**
  * One site per backend and number of other pods (node + fabric + pods a and b made by ptp; the
  * "0 other pods" site keeps markroute with its 2 real pods). Everything compared across sites is
@@ -119,7 +164,6 @@ const indexBytes = (site) => statSync(join(markrouteConf(site).stateDir, "index.
  */
 async function bench(lab, results) {
   const cmd = commands(lab);
-  const S = (xs) => (xs && xs.length ? summarize(xs) : undefined);
 
   log(`setting up namespaces: ${BACKENDS.length * P.others.length} sites (node, fabric, pods a and b via ptp), fwnode`);
   lab.setup();
@@ -231,6 +275,11 @@ async function bench(lab, results) {
     }
   }
 
+  // Last, so a failed load (pods left behind) cannot disturb the other figures.
+  log(`load: ${P.loadPods} concurrent ADDs, then ${P.loadPods} concurrent DELs, per backend (${BACKENDS.map((b) => site(b, 0).tag).join(", ")})`);
+  const loads = {};
+  for (const b of BACKENDS) loads[b] = await load(site(b, 0), Array.from({ length: P.loadPods }, () => cmd.newPod("load")));
+
   Object.assign(results, {
     common: {
       nsTrue: S(lat.nsTrue), nodeE0: S(lat.nodeE0), mrVersion: S(lat.mrVersion), fwAdd: S(lat.fwAdd), fwDel: S(lat.fwDel),
@@ -255,11 +304,19 @@ async function bench(lab, results) {
       datapath: Object.fromEntries([0, MAX].map((n) => [n, datapathSummary(dpRuns.get(site(b, n)))])),
       rss: { method: rssMethod(), ...Object.fromEntries([0, MAX].map((n) => [n, S(rss[site(b, n).tag])])) },
     }])),
+    load: loads,
     samples: { latency: lat, firstPod: cold, rssKiB: rss, attachAddMs: bulkMs },
   });
 }
 
 const kib = (bytes) => `${(bytes / 1024).toFixed(0)} KiB`;
+
+/** What went wrong in a backend's load, the first few failed calls only (up to 400 can fail alike). */
+function loadProblems(l) {
+  const shown = 3;
+  const more = l.failures.length > shown ? [`${l.failures.length - shown} more failed calls (all in build/bench-results.json)`] : [];
+  return [...l.wrongHoldings, ...l.failures.slice(0, shown), ...more];
+}
 
 function report(r) {
   const C = r.common;
@@ -293,6 +350,8 @@ function report(r) {
       check("  same, best runs", dp[MAX].bestPps / dp[0].bestPps),
       check(`UDP pps, ${MAX} other pods / no markroute`, dp[MAX].pps / C.datapathNoMarkroute.pps),
       check("peak RSS of markroute ADD (max over runs)", Math.max(B[b].rss[0].max, B[b].rss[MAX].max) / 1024, "<=", 64, " MiB"),
+      countCheck(`load: failed calls of ${r.load[b].pods} concurrent ADDs + ${r.load[b].pods} DELs`, r.load[b].failures.length),
+      countCheck("load: pod set / attachment counts off (between, after)", r.load[b].wrongHoldings.length),
     );
   }
   checks.push(
@@ -347,6 +406,10 @@ function report(r) {
     "",
     rssTable(`Peak RSS of markroute ADD (${B.nftables.rss.method})`,
       BACKENDS.flatMap((b) => [[`${b}, 0 other pods`, B[b].rss[0]], [`${b}, ${MAX} other pods`, B[b].rss[MAX]]])),
+    "",
+    loadTable(`load: ${P.loadPods} concurrent ADD / DEL (0 other pods' site; wall ms of each wave, longest log lockWaitMs)`,
+      BACKENDS.map((b) => [b, r.load[b]])),
+    ...BACKENDS.flatMap((b) => loadProblems(r.load[b])).map((msg) => `  FAILED: ${msg}`),
     "",
     checksTable(checks),
   ];

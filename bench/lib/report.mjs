@@ -42,6 +42,13 @@ export function rssTable(title, rows) {
     rows.map(([label, s]) => [label, fmt(s.max / 1024), fmt(s.median / 1024), s.n]), [52, 8, 8, 4]);
 }
 
+/** Load rows: [label, load figures of run.mjs load()]; lock waits are the longest single ones. */
+export function loadTable(title, rows) {
+  return table(title, ["", "ADD wave", "DEL wave", "lock ADD", "lock DEL", "failures"],
+    rows.map(([label, l]) => [label, fmt(l.addWallMs, 0), fmt(l.delWallMs, 0), fmt(l.lockWait.ADD?.max), fmt(l.lockWait.DEL?.max), l.failures.length]),
+    [34, 9, 9, 9, 9, 9]);
+}
+
 /**
  * A check: `value` against `target` with `op` ("<=" or ">="); op undefined is information only.
  * Returns {name, value, target, op, pass}.
@@ -51,13 +58,16 @@ export function check(name, value, op, target, unit = "") {
   return { name, value, op, target, unit, pass };
 }
 
+/** A count that must stay at or under `max` (failures: 0), printed as the integer it is. */
+export const countCheck = (name, value, max = 0) => ({ ...check(name, value, "<=", max), count: true });
+
 /** A heading row in the checks table. */
 export const heading = (name) => ({ name, heading: true });
 
 export function checksTable(checks) {
   const rows = checks.map((c) => c.heading ? [c.name, "", "", ""] : [
     // Ratios with 3 decimals, so a value just past its target never prints as equal to it.
-    c.name, `${fmt(c.value, c.unit ? 1 : 3)}${c.unit}`, c.op ? `${c.op} ${c.target}${c.unit}` : "(info)",
+    c.name, c.count ? String(c.value) : `${fmt(c.value, c.unit ? 1 : 3)}${c.unit}`, c.op ? `${c.op} ${c.target}${c.unit}` : "(info)",
     c.pass === undefined ? "" : c.pass ? "PASS" : "FAIL",
   ]);
   return table("Targets", ["", "measured", "target", ""], rows, [56, 10, 10, 4]).replace(/ +$/gm, "");
