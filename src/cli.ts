@@ -6,7 +6,7 @@ import { CniError, ErrorCode } from "./cni/errors.js";
 import { explain, packetOf } from "./explain.js";
 import { decodeNetconf, readStdin } from "./cni/request.js";
 import { DEFAULT_STATE_DIR, SUPPORTED_VERSIONS, parseConfig } from "./config.js";
-import { withState, type Transaction } from "./engine.js";
+import { linuxKernel, withState, type Transaction } from "./engine.js";
 import { addInstallCommands } from "./install.js";
 
 export const VERSION = "0.1.0";
@@ -26,7 +26,7 @@ export async function cli(args: string[]): Promise<number> {
     .option("--state-dir <dir>", "state directory", DEFAULT_STATE_DIR)
     .option("--json", "machine-readable output")
     .action(async (opts: { stateDir: string; json?: boolean }) => {
-      const report = await withState(opts.stateDir, statusReport);
+      const report = await withState(opts.stateDir, statusReport, linuxKernel, false);
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatStatus(opts.stateDir, report));
     });
 
@@ -50,7 +50,7 @@ export async function cli(args: string[]): Promise<number> {
     .action(async (attachment: string | undefined, opts: { from?: string; iif?: string; to: string; stateDir: string }) => {
       if (!attachment && !(opts.from && opts.iif)) throw new CniError(ErrorCode.invalidEnvironment, "name an attachment, or give --from and --iif");
       const lines = await withState(opts.stateDir, (tx) =>
-        explain(tx, attachment ? packetOf(tx, attachment, opts.to) : { from: opts.from!, iif: opts.iif!, to: opts.to }));
+        explain(tx, attachment ? packetOf(tx, attachment, opts.to) : { from: opts.from!, iif: opts.iif!, to: opts.to }), linuxKernel, false);
       console.log(lines.join("\n"));
     });
 
@@ -59,7 +59,7 @@ export async function cli(args: string[]): Promise<number> {
     .option("--state-dir <dir>", "state directory", DEFAULT_STATE_DIR)
     .action(async (opts: { stateDir: string }) => {
       const summary = await withState(opts.stateDir, (tx) => {
-        const drifted = [...tx.drift(Object.values(tx.index.objects).map((e) => e.object))].filter(([, p]) => p.length);
+        const drifted = [...tx.sharedDrift()];
         tx.reconcile();
         return { repaired: drifted.map(([key, problems]) => ({ key, problems })), ...tx.summary };
       });

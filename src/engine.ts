@@ -135,12 +135,17 @@ export class Transaction {
   /** Reads back the shared objects the index holds; re-applies every record if any is not as planned. True if it did. */
   private repairDrift(now: number): boolean {
     this.index.checkedAt = now;
-    const shared = Object.values(this.index.objects).map((e) => e.object).filter((o) => !repairedByEveryAdd(o));
-    const problems = [...this.kernel.drift(shared).values()].flat();
+    const problems = [...this.sharedDrift().values()].flat();
     if (problems.length === 0) return false;
     this.reconcile();
     this.summary.repaired = problems;
     return true;
+  }
+
+  /** The shared objects the index holds that the kernel does not have as planned, by key, with what differs. */
+  sharedDrift(): Map<string, string[]> {
+    const drift = this.kernel.drift(Object.values(this.index.objects).map((e) => e.object));
+    return new Map([...drift].filter(([, problems]) => problems.length > 0));
   }
 
   /**
@@ -256,10 +261,11 @@ const isShared = (o: KernelObject) => !isPerPod(o);
 /**
  * Runs `fn` holding the state directory's lock. An index that is missing, dirty (an operation
  * died midway) or from another boot or network namespace is first reconciled from the records.
+ * A reader (`create` false) is refused a state directory that does not exist instead of making one.
  */
-export async function withState<T>(stateDir: string, fn: (tx: Transaction) => T, kernel: Kernel = linuxKernel): Promise<T> {
+export async function withState<T>(stateDir: string, fn: (tx: Transaction) => T, kernel: Kernel = linuxKernel, create = true): Promise<T> {
   const store = new StateStore(stateDir);
-  store.ensure();
+  store.ensure(create);
   const lock = await acquireLock(stateDir, LOCK_TIMEOUT_MS);
   try {
     const identity = kernelIdentity();

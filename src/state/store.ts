@@ -1,6 +1,6 @@
 // The state directory: one record per attachment (the truth), and an index (a cache of what the
 // records add up to, so an operation reads one file instead of every pod's).
-import { closeSync, constants, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, constants, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CniError, ErrorCode } from "../cni/errors.js";
 import type { AttachmentPlan, KernelObject, NodeFacts } from "../plan.js";
@@ -84,8 +84,14 @@ export class StateStore implements StateStorage {
     this.indexPath = join(dir, "index.json");
   }
 
-  /** Creates the directory owner-only; refuses one that is a symlink or owned by someone else. */
-  ensure(): void {
+  /**
+   * Creates the directory owner-only (or, for a reader, requires it); refuses one that is a
+   * symlink or owned by someone else.
+   */
+  ensure(create = true): void {
+    if (!create && !existsSync(this.recordsDir)) {
+      throw new CniError(ErrorCode.stateStore, `state directory ${this.dir} does not exist (or holds no attachments directory): nothing was attached with it`);
+    }
     try {
       mkdirSync(this.recordsDir, { recursive: true, mode: 0o700 });
     } catch (err) {

@@ -1,5 +1,6 @@
 // `markroute explain`: the verdict on one packet, from what is installed and from the kernel's own
 // routing decision (`ip route get … mark …`), for both backends.
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createLab, FABRIC_IP, findPlugin, loadPtpConflist, type Backend, type Lab, type Pod } from '../lab/index.ts';
@@ -51,5 +52,15 @@ describe.each(['iptables', 'nftables'] as Backend[])('markroute explain (%s back
     const out = explain(['nope', '--to', b.ip4!]);
     expect(out.code).toBe(1);
     expect(out.stderr).toBe('markroute: no recorded attachment nope; `markroute status` lists them\n');
+  });
+
+  test('status and explain only read: a state directory that does not exist is an error naming it, and stays absent', () => {
+    const missing = join(lab.dir, 'no-state');
+    for (const args of [['status'], ['explain', '--from', a.ip4!, '--iif', a.hostIf!, '--to', b.ip4!]]) {
+      const out = lab.exec(lab.ns.node, [bin, ...args, '--state-dir', missing], { check: false });
+      expect(out.code).toBe(1);
+      expect(out.stderr).toBe(`markroute: state directory ${missing} does not exist (or holds no attachments directory): nothing was attached with it\n`);
+      expect(existsSync(missing)).toBe(false);
+    }
   });
 });
