@@ -7,8 +7,8 @@ import {
 } from "../plan.js";
 import { MangleTable, destroySets, elementPresent, ipsetNames, restoreChains, restoreSets, setMembers } from "./iptables.js";
 import {
-  applyLinkGroups, applyRouteBatch, linkGroups, readRpFilter, readRules, readTableRoutes, routeMatches, ruleMatches,
-  suppressMatches, writeRpFilter,
+  applyLinkGroups, applyRouteBatch, linkGroups, readRouting, readRpFilter, readTableRoutes, routeMatches, ruleMatches,
+  suppressMatches, writeRpFilter, type Routing,
 } from "./iproute.js";
 import { NftTableState, applyNft } from "./nftables.js";
 
@@ -20,7 +20,7 @@ const families = (objects: { family: Family }[]) => [...new Set(objects.map((o) 
 /** Reads kernel state lazily, once per source, for the duration of one operation. */
 class KernelView {
   private mangle = new Map<string, MangleTable>();
-  private rules = new Map<Family, ReturnType<typeof readRules>>();
+  private routing = new Map<Family, Routing>();
   private members = new Map<string, ReturnType<typeof setMembers>>();
   private sets?: Set<string>;
   private nft = new Map<string, NftTableState | undefined>();
@@ -31,9 +31,18 @@ class KernelView {
     if (!this.mangle.has(k)) this.mangle.set(k, MangleTable.read(family, variant));
     return this.mangle.get(k)!;
   }
+  /** @param tables per family, the policy tables whose routes are read along with the rules */
+  constructor(private readonly tables = new Map<Family, number[]>()) {}
+
+  private routingOf(family: Family): Routing {
+    if (!this.routing.has(family)) this.routing.set(family, readRouting(family, this.tables.get(family) ?? []));
+    return this.routing.get(family)!;
+  }
   rulesOf(family: Family) {
-    if (!this.rules.has(family)) this.rules.set(family, readRules(family));
-    return this.rules.get(family)!;
+    return this.routingOf(family).rules;
+  }
+  routesOf(family: Family, table: number) {
+    return this.routingOf(family).routes.get(table) ?? readTableRoutes(family, table);
   }
   setNames(): Set<string> {
     return (this.sets ??= ipsetNames());
@@ -62,7 +71,7 @@ class KernelView {
       }
       case "rule": return this.rulesOf(o.family).some((e) => ruleMatches(e, o)) ? [] : missing(`ip -${o.family} rule ${o.priority}: fwmark 0x${o.mark.toString(16)}/0x${o.mask.toString(16)} lookup ${o.table}`);
       case "suppressRule": return this.rulesOf(o.family).some((e) => suppressMatches(e, o)) ? [] : missing(`ip -${o.family} rule ${o.priority}: lookup main suppress_prefixlength ${o.prefixLength}`);
-      case "route": return readTableRoutes(o.family, o.table).some((e) => routeMatches(e, o)) ? [] : missing(`default via ${o.gateway} dev ${o.dev} in table ${o.table} (IPv${o.family})`);
+      case "route": return this.routesOf(o.family, o.table).some((e) => routeMatches(e, o)) ? [] : missing(`default via ${o.gateway} dev ${o.dev} in table ${o.table} (IPv${o.family})`);
       case "rpFilter": {
         const value = readRpFilter(o.dev);
         return value === o.value ? [] : [`rp_filter of ${o.dev} is ${value ?? "unreadable (no such interface)"}, not ${o.value} (loose)`];
@@ -73,7 +82,8 @@ class KernelView {
 
 /** For each object, what differs from the plan (an empty list: installed as planned). */
 export function driftOf(objects: KernelObject[]): Map<string, string[]> {
-  const view = new KernelView();
+  const routes = ofKind(objects, "route");
+  const view = new KernelView(new Map(families(routes).map((f) => [f, routes.filter((r) => r.family === f).map((r) => r.table)])));
   return new Map(objects.map((o) => [objectKey(o), view.drift(o)]));
 }
 
@@ -126,7 +136,7 @@ export function applyChange(install: KernelObject[], remove: Removal[]): void {
       addSuppress: absent(ofKind(install, "suppressRule")),
       delRules: present(ofKind(removed, "rule")),
       delSuppress: present(ofKind(removed, "suppressRule")),
-      delRoutes: fam(ofKind(removed, "route")).filter((r) => readTableRoutes(family, r.table).some((e) => e.dst === "default")),
+      delRoutes: fam(ofKind(removed, "route")).filter((r) => view.routesOf(family, r.table).some((e) => e.dst === "default")),
     });
   }
 

@@ -21,6 +21,20 @@ export function readTableRoutes(family: Family, table: number): IpRouteEntry[] {
   return JSON.parse(out.stdout || "[]") as IpRouteEntry[];
 }
 
+/** A family's ip rules, and the routes of some policy tables by table. */
+export interface Routing { rules: IpRuleEntry[]; routes: Map<number, IpRouteEntry[]> }
+
+/** A family's ip rules and the routes of `tables`, in one `ip -batch` (one output line per command). */
+export function readRouting(family: Family, tables: number[]): Routing {
+  const out = runTool(["ip", "-j", `-${family}`, "-force", "-batch", "-"], ["rule show", ...tables.map((t) => `route show table ${t}`)].join("\n") + "\n");
+  const lines = out.stdout.split("\n").filter(Boolean);
+  // A kernel that refuses to list a table it never had answers that line with an error, not "[]": read one by one.
+  if (out.status !== 0 || lines.length !== tables.length + 1) {
+    return { rules: readRules(family), routes: new Map(tables.map((t) => [t, readTableRoutes(family, t)])) };
+  }
+  return { rules: JSON.parse(lines[0]!) as IpRuleEntry[], routes: new Map(tables.map((t, i) => [t, JSON.parse(lines[i + 1]!) as IpRouteEntry[]])) };
+}
+
 // `ip -j rule` prints the table by name for the kernel's own (main) and by number otherwise.
 const tableName = (t: number | string) => (String(t) === "254" ? "main" : String(t));
 
