@@ -115,6 +115,7 @@ export async function add(config: Config, req: CniRequest): Promise<Outcome> {
   });
   const warnings = [
     ...(summary.repaired ? [`repaired what someone changed in the kernel: ${summary.repaired.join("; ")}`] : []),
+    ...(summary.recoveryError ? [`healing the kernel from the records failed (the next operation tries again): ${summary.recoveryError}`] : []),
     ...(hostMatch.topology === "bridged" && config.mode === "transparent-tunnel" ? [BRIDGED_WARNING] : []),
   ];
   return { result: result(), summary, ...(warnings.length ? { warning: warnings.join("; ") } : {}) };

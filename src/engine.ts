@@ -15,7 +15,9 @@ export interface ChangeSummary {
   installed: string[];
   removed: string[];
   recovered: boolean;
-  /** What an ADD's read-back found wrong in the kernel, then repaired by re-applying every record. */
+  /** This ADD read the shared objects back from the kernel (its drift check was due, or the kernel refused its change). */
+  driftChecked?: boolean;
+  /** What that read-back found wrong, then repaired by re-applying every record. */
   repaired?: string[];
   /** Why healing a predecessor's leftovers failed, when it did. */
   recoveryError?: string;
@@ -116,7 +118,7 @@ export class Transaction {
   /**
    * An ADD, which also repairs drift: every `checkEveryMs` (0: every time) it first reads the shared
    * objects back from the kernel and, if someone removed or changed one, re-applies every record.
-   * Reading them costs two or three tool runs, too much for every pod start; a change the kernel
+   * Reading them costs a few tool runs (~10 ms), too much for every pod start; a change the kernel
    * refuses (our table or set deleted) is read back at once, repaired and tried again.
    */
   add(plan: AttachmentPlan, checkEveryMs = 0): void {
@@ -135,10 +137,12 @@ export class Transaction {
   /** Reads back the shared objects the index holds; re-applies every record if any is not as planned. True if it did. */
   private repairDrift(now: number): boolean {
     this.index.checkedAt = now;
+    this.summary.driftChecked = true;
     const problems = [...this.sharedDrift().values()].flat();
     if (problems.length === 0) return false;
-    this.reconcile();
-    this.summary.repaired = problems;
+    // A repair that fails must not block this ADD, which then installs everything it needs itself.
+    this.recover();
+    if (!this.summary.recoveryError) this.summary.repaired = problems;
     return true;
   }
 

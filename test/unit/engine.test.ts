@@ -267,7 +267,7 @@ describe("engine: drift repaired by ADD", () => {
     store.writeIndex({ ...index, checkedAt: index.checkedAt! - TEN_SECONDS });
     const t = tx();
     t.add(planFor(3), TEN_SECONDS);
-    expect(t.summary.repaired).toEqual([`${rule} is missing`]);
+    expect(t.summary).toMatchObject({ driftChecked: true, repaired: [`${rule} is missing`] });
     expect(kernel.installed.has(rule)).toBe(true);
     expect(kernel.installed.has(element)).toBe(true);
     expect(Object.values(store.readIndex()!.refs)).toContain(2);
@@ -281,6 +281,7 @@ describe("engine: drift repaired by ADD", () => {
     const t = tx();
     t.add(planFor(3), TEN_SECONDS);
     expect(kernel.driftReads).toBe(reads);
+    expect(t.summary.driftChecked).toBeUndefined();
     expect(t.summary.repaired).toBeUndefined();
     expect(kernel.installed.has(rule)).toBe(false);
   });
@@ -305,6 +306,19 @@ describe("engine: drift repaired by ADD", () => {
     expect(kernel.installed.has(chain)).toBe(true);
     expect(store.readRecord(planFor(3).id)).toBeDefined();
     expect(kernel.installed.has(`element/${setOf(planFor(3))}/10.244.0.3,veth3`)).toBe(true);
+  });
+
+  it("a repair the kernel refuses does not block the ADD: it installs what it needs itself, the index stays dirty for the next try", () => {
+    const { kernel, tx, store } = fixture();
+    tx().add(planFor(2), TEN_SECONDS);
+    const rule = lose(kernel, "rule");
+    kernel.failingApplies = 1; // the repair's
+    const t = tx();
+    t.add(planFor(3), 0);
+    expect(t.summary).toMatchObject({ driftChecked: true, recoveryError: "simulated kernel refusal" });
+    expect(t.summary.repaired).toBeUndefined();
+    expect(kernel.installed.has(rule)).toBe(true);
+    expect(store.readIndex()!.dirty).toBe(true);
   });
 
   it("a refused ADD with nothing drifted stays refused, rolled back", () => {
