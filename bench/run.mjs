@@ -24,6 +24,11 @@ const P = QUICK
   : { rounds: 40, warmup: 5, others: [0, 200, 1000], coldCycles: 8, rssRuns: 8, iperfSeconds: 3, iperfRuns: 5, iperfRunsDirect: 3, loadPods: 200 };
 /** The largest number of other pods: the one the targets are about. */
 const MAX = P.others.at(-1);
+/**
+ * The site whose rounds also run an ADD with the drift check every time: the middle one, as each
+ * such ADD postpones the site's next due check (the targets' sites keep markroute's own pace).
+ */
+const CHECKED = P.others[1];
 const CONCURRENCY = Math.max(2, availableParallelism() * 2);
 const RESULTS = join(REPO, "build/bench-results.json");
 const SEED = 20;
@@ -244,6 +249,11 @@ async function bench(lab, results) {
           if (i >= P.warmup) ids.get(s).push(p.containerId);
           group.add.push([`add:${s.tag}`, () => cmd.mrAdd(s, p)]);
           group.del.push([`del:${s.tag}`, () => cmd.mrDel(s, p)]);
+          if (s.others === CHECKED) {
+            const c = cmd.newPod("chk");
+            group.add.push([`addChecked:${s.tag}`, () => cmd.mrAddChecked(s, c)]);
+            group.del.push([`delChecked:${s.tag}`, () => cmd.mrDel(s, c)]);
+          }
           group.toolAdd.push([`toolAdd:${s.tag}`, () => cmd.toolAdd(s, t)]);
           group.toolDel.push([`toolDel:${s.tag}`, () => cmd.toolDel(s, t)]);
         }
@@ -296,6 +306,8 @@ async function bench(lab, results) {
           site: s.tag, podsAttached: s.podsAttached, indexBytes: indexBytes(s), objects: s.objects,
           add: S(lat[`add:${s.tag}`]), del: S(lat[`del:${s.tag}`]),
           addInProcess: S(own.ADD?.durationMs), delInProcess: S(own.DEL?.durationMs), addLockWait: S(own.ADD?.lockWaitMs),
+          addDriftChecked: own.ADD?.driftChecked ?? 0,
+          ...(lat[`addChecked:${s.tag}`] ? { addChecked: S(lat[`addChecked:${s.tag}`]) } : {}),
           toolAdd: S(lat[`toolAdd:${s.tag}`]), toolDel: S(lat[`toolDel:${s.tag}`]),
         }];
       })),
@@ -336,6 +348,7 @@ function report(r) {
       check("markroute ADD / node -e 0 (medians)", z.add.median / C.nodeE0.median, "<=", 1.6),
       // Minimums are the least disturbed runs: on a busy machine they show what medians would be on a quiet one.
       check("  same, minimums", z.add.min / C.nodeE0.min),
+      check(`  same, drift check every ADD (${CHECKED} other pods)`, B[b].sites[CHECKED].addChecked.median / C.nodeE0.median),
       check("markroute ADD / firewall ADD (medians)", z.add.median / C.fwAdd.median),
       check("markroute DEL / firewall DEL (medians)", z.del.median / C.fwDel.median),
       check(`ADD, ${MAX} other pods / 0 (medians)`, m.add.median / z.add.median, t.add && "<=", t.add),
@@ -385,7 +398,11 @@ function report(r) {
       ["firewall DEL", C.fwDel],
       ...BACKENDS.flatMap((b) => [[`  ADD in-process, ${b} (log durationMs)`, n0(b).addInProcess], [`  DEL in-process, ${b}`, n0(b).delInProcess]]),
       ...BACKENDS.map((b) => [`  ADD lock wait, ${b} (log lockWaitMs)`, n0(b).addLockWait]),
+      ...BACKENDS.map((b) => [`ADD + drift check, ${b} (${CHECKED} other pods)`, B[b].sites[CHECKED].addChecked]),
     ]),
+    `  markroute's default driftCheckSeconds (10) at this bench's pace: the drift check ran in ` +
+      `${BACKENDS.flatMap((b) => P.others.map((n) => `${SHORT[b]}${n} ${B[b].sites[n].addDriftChecked}/${B[b].sites[n].add.n}`)).join(", ")} ADDs` +
+      ` (${CHECKED}: none, its own drift-checked ADDs keep it from being due)`,
     "",
     latencyTable(`First pod in / last pod out (installs / removes shared objects; ${B.nftables.firstPod.add.n} cycles)`,
       BACKENDS.flatMap((b) => [[`markroute ADD, first pod, ${b}`, B[b].firstPod.add], [`markroute DEL, last pod, ${b}`, B[b].firstPod.del]])),

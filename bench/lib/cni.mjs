@@ -46,8 +46,9 @@ export const BACKENDS = ["iptables", "nftables"];
 /**
  * The netconf of a site's markroute. The backend is always explicit: the default, "auto",
  * resolves to nftables wherever `nft` works, so leaving it out would measure nftables silently.
+ * driftCheckSeconds is markroute's default unless given.
  */
-export function markrouteConf(site, prevResult) {
+export function markrouteConf(site, prevResult, { driftCheckSeconds } = {}) {
   if (!BACKENDS.includes(site.backend)) throw new Error(`site ${site.tag}: backend ${site.backend} is not one of ${BACKENDS.join(", ")}`);
   const dir = site.dir;
   return {
@@ -57,6 +58,7 @@ export function markrouteConf(site, prevResult) {
     serviceCIDRs: [SERVICE_CIDR],
     stateDir: join(dir, "markroute-state"),
     logFile: join(dir, "markroute.log"),
+    ...(driftCheckSeconds === undefined ? {} : { driftCheckSeconds }),
     prevResult,
   };
 }

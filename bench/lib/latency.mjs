@@ -44,6 +44,8 @@ export function commands(lab) {
     }).ms,
     newPod: (label) => fakePod(dummyNetns, label),
     mrAdd: (site, pod) => invoke(site.node, MARKROUTE, "ADD", pod, markrouteConf(site, pod.prevResult)).ms,
+    // An ADD that reads the shared objects back (what every ADD of a node starting pods rarely does).
+    mrAddChecked: (site, pod) => invoke(site.node, MARKROUTE, "ADD", pod, markrouteConf(site, pod.prevResult, { driftCheckSeconds: 0 })).ms,
     mrDel: (site, pod) => invoke(site.node, MARKROUTE, "DEL", pod, markrouteConf(site, pod.prevResult)).ms,
     // The kernel tools a steady-state ADD / DEL runs, alone: markroute's own invocations (captured
     // once per site, lib/capture.mjs) replayed for another made-up pod; each toolAdd has its toolDel.
@@ -57,7 +59,8 @@ export function commands(lab) {
 
 /**
  * markroute's own view of its operations, from its log: durationMs (from the start of the CNI
- * handler to the result: excludes process start and snapshot deserialisation) and lockWaitMs.
+ * handler to the result: excludes process start and snapshot deserialisation), lockWaitMs, and
+ * how many read the shared objects back (driftChecked).
  */
 export function inProcess(site, containerIds) {
   const wanted = new Set(containerIds);
@@ -68,9 +71,10 @@ export function inProcess(site, containerIds) {
     if (!line) continue;
     const e = JSON.parse(line);
     if (!wanted.has(e.containerId) || e.outcome !== "ok") continue;
-    const c = (byCommand[e.command] ??= { durationMs: [], lockWaitMs: [] });
+    const c = (byCommand[e.command] ??= { durationMs: [], lockWaitMs: [], driftChecked: 0 });
     c.durationMs.push(e.durationMs);
     c.lockWaitMs.push(e.lockWaitMs);
+    if (e.driftChecked) c.driftChecked++;
   }
   return byCommand;
 }
