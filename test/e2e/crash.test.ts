@@ -66,8 +66,12 @@ describe.each(BACKENDS)('SIGKILL anywhere in ADD and DEL, %s backend', (backend)
     const dirty = () => node.index()?.dirty === true;
     const recorded = () => new Set(node.recordObjects().map((r) => r.attachment.containerId as string));
 
+    // Half the ADDs read the shared objects back first (their drift check due), so kills land in that read too.
     const start = (op: Op): Started =>
-      node.start(op.cmd, op.pod, op.how === 'no prevResult' ? { prev: null } : op.how === 'no netns' ? { prev: null, netns: '' } : {});
+      node.start(op.cmd, op.pod, {
+        ...(op.how === 'no prevResult' ? { prev: null } : op.how === 'no netns' ? { prev: null, netns: '' } : {}),
+        ...(op.cmd === 'ADD' ? { netconf: { driftCheckSeconds: pick([0, 10]) } } : {}),
+      });
 
     /** A random op for a pod: mostly what a runtime would do next given whether markroute holds it. */
     const opFor = (pod: PaperPod, held: Set<string>): Op => {

@@ -209,6 +209,7 @@ export function netconf(place: Place, containerIf: fc.Arbitrary<string> = fc.con
     excludeCIDRs: { valid: optional(fc.array(fc.oneof(cidr4, cidr6, ipv4), { maxLength: 3 })), invalid: fc.constantFrom('10.0.0.0/8', [1], {}, ['::/129']) },
     backend: { valid: optional(fc.constantFrom('auto', 'iptables', 'nftables')), invalid: fc.constantFrom('bpf', 'IPTABLES', '') },
     rpFilter: { valid: optional(fc.constantFrom('loose', 'unchanged')), invalid: fc.constantFrom('strict', 2) },
+    driftCheckSeconds: { valid: optional(fc.integer({ min: 0, max: 86400 })), invalid: fc.constantFrom(-1, 0.5, 86401, '10') },
     logLevel: { valid: optional(fc.constantFrom('trace', 'debug', 'info', 'warn', 'error', 'silent')), invalid: fc.constantFrom('verbose', 3) },
     stateDir: place.stateDir,
     logFile: place.logFile,
