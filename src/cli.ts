@@ -80,6 +80,8 @@ export async function cli(args: string[]): Promise<number> {
 }
 
 interface StatusReport {
+  /** When an ADD last read the shared objects back (ISO time), if one has. */
+  driftCheckedAt?: string;
   attachments: { id: string; pod?: string; iface: string; topology: string; addresses: string[]; createdAt: string }[];
   objects: { key: string; perPod: boolean; refs: number; drift: string[] }[];
 }
@@ -91,6 +93,7 @@ function statusReport(tx: Transaction): StatusReport {
   for (const r of records) for (const o of r.objects.filter(isPerPod)) objects.set(objectKey(o), o);
   const drift = tx.drift([...objects.values()]);
   return {
+    ...(tx.index.checkedAt ? { driftCheckedAt: new Date(tx.index.checkedAt).toISOString() } : {}),
     attachments: records.map((r) => ({
       id: r.id,
       pod: r.attachment.podNamespace && `${r.attachment.podNamespace}/${r.attachment.podName}`,
@@ -114,5 +117,6 @@ function formatStatus(stateDir: string, report: StatusReport): string {
   for (const o of shared) lines.push(`  ${o.key}  refs=${o.refs}  ${o.drift.length ? `DRIFT: ${o.drift.join("; ")}` : "ok"}`);
   const drifted = report.objects.filter((o) => o.drift.length);
   lines.push(drifted.length ? `drift: ${drifted.length} object(s) differ from the records; run \`markroute reconcile\`` : "drift: none");
+  lines.push(`last drift check by an ADD: ${report.driftCheckedAt ?? "none yet"}`);
   return lines.join("\n");
 }

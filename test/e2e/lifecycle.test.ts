@@ -297,7 +297,7 @@ describe.each(['iptables', 'nftables'] as const)('markroute lifecycle (10-ptp-ma
     expect(JSON.parse(rec.stdout).repaired.map((x: any) => x.key)).toEqual(['rule/4/32765/16/16/100']);
     expect(fwmarkRules(lab.snapshot())).toHaveLength(1);
     ok(await check(p));
-    expect(cli('status').stdout).toMatch(/drift: none/);
+    expect(cli('status').stdout).toMatch(/drift: none\nlast drift check by an ADD: \d{4}-\d\d-\d\dT[\d:.]+Z$/m);
 
     // someone flushes our chain
     const name = meddle.name(lab.snapshot());
