@@ -16,11 +16,20 @@ type Of<K extends KernelObject["kind"]> = Extract<KernelObject, { kind: K }>;
 const ofKind = <K extends KernelObject["kind"]>(objects: KernelObject[], kind: K) =>
   objects.filter((o): o is Of<K> => o.kind === kind);
 const families = (objects: { family: Family }[]) => [...new Set(objects.map((o) => o.family))];
+/** The policy tables of the routes among `objects`, per family. */
+function routeTables(objects: KernelObject[]): Map<Family, number[]> {
+  const routes = ofKind(objects, "route");
+  return new Map(families(routes).map((f) => [f, routes.filter((r) => r.family === f).map((r) => r.table)]));
+}
 
 /** Reads kernel state lazily, once per source, for the duration of one operation. */
 class KernelView {
   private mangle = new Map<string, MangleTable>();
   private routing = new Map<Family, Routing>();
+
+  /** @param tables per family, the policy tables whose routes are read along with the rules */
+  constructor(private readonly tables: Map<Family, number[]>) {}
+
   private members = new Map<string, ReturnType<typeof setMembers>>();
   private sets?: Set<string>;
   private nft = new Map<string, NftTableState | undefined>();
@@ -31,9 +40,6 @@ class KernelView {
     if (!this.mangle.has(k)) this.mangle.set(k, MangleTable.read(family, variant));
     return this.mangle.get(k)!;
   }
-  /** @param tables per family, the policy tables whose routes are read along with the rules */
-  constructor(private readonly tables = new Map<Family, number[]>()) {}
-
   private routingOf(family: Family): Routing {
     if (!this.routing.has(family)) this.routing.set(family, readRouting(family, this.tables.get(family) ?? []));
     return this.routing.get(family)!;
@@ -42,6 +48,7 @@ class KernelView {
     return this.routingOf(family).rules;
   }
   routesOf(family: Family, table: number) {
+    // a table not named up front is read on its own
     return this.routingOf(family).routes.get(table) ?? readTableRoutes(family, table);
   }
   setNames(): Set<string> {
@@ -82,8 +89,7 @@ class KernelView {
 
 /** For each object, what differs from the plan (an empty list: installed as planned). */
 export function driftOf(objects: KernelObject[]): Map<string, string[]> {
-  const routes = ofKind(objects, "route");
-  const view = new KernelView(new Map(families(routes).map((f) => [f, routes.filter((r) => r.family === f).map((r) => r.table)])));
+  const view = new KernelView(routeTables(objects));
   return new Map(objects.map((o) => [objectKey(o), view.drift(o)]));
 }
 
@@ -95,7 +101,7 @@ export interface Removal { object: KernelObject; /** rp_filter value to put back
  * removing tolerates absence, so a retried or crashed operation can simply run again.
  */
 export function applyChange(install: KernelObject[], remove: Removal[]): void {
-  const view = new KernelView();
+  const view = new KernelView(routeTables(remove.map((r) => r.object)));
   const removed = remove.map((r) => r.object);
 
   // Elements of a set that goes anyway need no del; a del from a set that is already gone (a crash

@@ -28,7 +28,7 @@ export interface Routing { rules: IpRuleEntry[]; routes: Map<number, IpRouteEntr
 export function readRouting(family: Family, tables: number[]): Routing {
   const out = runTool(["ip", "-j", `-${family}`, "-force", "-batch", "-"], ["rule show", ...tables.map((t) => `route show table ${t}`)].join("\n") + "\n");
   const lines = out.stdout.split("\n").filter(Boolean);
-  // A kernel that refuses to list a table it never had answers that line with an error, not "[]": read one by one.
+  // Where listing a table the kernel never had fails (an error, and a "[" left open on stdout), read one by one.
   if (out.status !== 0 || lines.length !== tables.length + 1) {
     return { rules: readRules(family), routes: new Map(tables.map((t) => [t, readTableRoutes(family, t)])) };
   }

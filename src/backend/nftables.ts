@@ -2,7 +2,7 @@
 // transaction (all of it or nothing). Every statement in the batch is idempotent, so no kernel
 // read is needed before a change: `add` of what exists is a no-op, and a removal is written as
 // `add` then `delete`, which succeeds whether or not the object was there.
-import { runTool, mustRun } from "../kernel/exec.js";
+import { mustRun, runTool, toolFailure } from "../kernel/exec.js";
 import type { Family } from "../net/cidr.js";
 import { fnv1a } from "../net/hash.js";
 import { hex } from "../net/hex.js";
@@ -121,8 +121,10 @@ export class NftTableState {
   private constructor(private readonly items: NftJsonItem[]) {}
 
   static read(table: string): NftTableState | undefined {
-    const out = runTool(["nft", "-j", "list", "table", "inet", table]);
-    if (out.status !== 0) return undefined;
+    const argv = ["nft", "-j", "list", "table", "inet", table];
+    const out = runTool(argv);
+    if (out.status !== 0 && /No such file or directory/.test(out.stderr)) return undefined;
+    if (out.status !== 0) throw toolFailure(argv, out);
     return new NftTableState((JSON.parse(out.stdout) as { nftables: NftJsonItem[] }).nftables);
   }
 
