@@ -400,7 +400,7 @@ function report(r) {
       ...BACKENDS.map((b) => [`  ADD lock wait, ${b} (log lockWaitMs)`, n0(b).addLockWait]),
       ...BACKENDS.map((b) => [`ADD + drift check, ${b} (${CHECKED} other pods)`, B[b].sites[CHECKED].addChecked]),
     ]),
-    `  markroute's default driftCheckSeconds (10) at this bench's pace: the drift check ran in ` +
+    `  markroute's default driftCheckSeconds at this bench's pace: the drift check ran in ` +
       `${BACKENDS.flatMap((b) => P.others.map((n) => `${SHORT[b]}${n} ${B[b].sites[n].addDriftChecked}/${B[b].sites[n].add.n}`)).join(", ")} ADDs` +
       ` (${CHECKED}: none, its own drift-checked ADDs keep it from being due)`,
     "",

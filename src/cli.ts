@@ -6,7 +6,7 @@ import { CniError, ErrorCode } from "./cni/errors.js";
 import { explain, packetOf } from "./explain.js";
 import { decodeNetconf, readStdin } from "./cni/request.js";
 import { DEFAULT_STATE_DIR, SUPPORTED_VERSIONS, parseConfig } from "./config.js";
-import { linuxKernel, withState, type Transaction } from "./engine.js";
+import { repairsOf, withState, type Transaction } from "./engine.js";
 import { addInstallCommands } from "./install.js";
 
 export const VERSION = "0.1.0";
@@ -26,7 +26,7 @@ export async function cli(args: string[]): Promise<number> {
     .option("--state-dir <dir>", "state directory", DEFAULT_STATE_DIR)
     .option("--json", "machine-readable output")
     .action(async (opts: { stateDir: string; json?: boolean }) => {
-      const report = await withState(opts.stateDir, statusReport, linuxKernel, false);
+      const report = await withState(opts.stateDir, statusReport, { readOnly: true });
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatStatus(opts.stateDir, report));
     });
 
@@ -50,7 +50,7 @@ export async function cli(args: string[]): Promise<number> {
     .action(async (attachment: string | undefined, opts: { from?: string; iif?: string; to: string; stateDir: string }) => {
       if (!attachment && !(opts.from && opts.iif)) throw new CniError(ErrorCode.invalidEnvironment, "name an attachment, or give --from and --iif");
       const lines = await withState(opts.stateDir, (tx) =>
-        explain(tx, attachment ? packetOf(tx, attachment, opts.to) : { from: opts.from!, iif: opts.iif!, to: opts.to }), linuxKernel, false);
+        explain(tx, attachment ? packetOf(tx, attachment, opts.to) : { from: opts.from!, iif: opts.iif!, to: opts.to }), { readOnly: true });
       console.log(lines.join("\n"));
     });
 
@@ -59,9 +59,9 @@ export async function cli(args: string[]): Promise<number> {
     .option("--state-dir <dir>", "state directory", DEFAULT_STATE_DIR)
     .action(async (opts: { stateDir: string }) => {
       const summary = await withState(opts.stateDir, (tx) => {
-        const drifted = [...tx.sharedDrift()];
+        const repaired = repairsOf(tx.sharedDrift());
         tx.reconcile();
-        return { repaired: drifted.map(([key, problems]) => ({ key, problems })), ...tx.summary };
+        return { ...tx.summary, repaired };
       });
       console.log(JSON.stringify(summary, null, 2));
     });
@@ -80,6 +80,8 @@ export async function cli(args: string[]): Promise<number> {
 }
 
 interface StatusReport {
+  /** The index is dirty or missing (an operation died midway, or the node rebooted): shown as found, not healed. */
+  indexNeedsRecovery: boolean;
   /** When an ADD last read the shared objects back (ISO time), if one has. */
   driftCheckedAt?: string;
   attachments: { id: string; pod?: string; iface: string; topology: string; addresses: string[]; createdAt: string }[];
@@ -93,6 +95,7 @@ function statusReport(tx: Transaction): StatusReport {
   for (const r of records) for (const o of r.objects.filter(isPerPod)) objects.set(objectKey(o), o);
   const drift = tx.drift([...objects.values()]);
   return {
+    indexNeedsRecovery: tx.index.dirty || (records.length > 0 && Object.keys(tx.index.refs).length === 0),
     ...(tx.index.checkedAt ? { driftCheckedAt: new Date(tx.index.checkedAt).toISOString() } : {}),
     attachments: records.map((r) => ({
       id: r.id,
@@ -108,6 +111,9 @@ function statusReport(tx: Transaction): StatusReport {
 
 function formatStatus(stateDir: string, report: StatusReport): string {
   const lines = [`state directory: ${stateDir}`, `attachments: ${report.attachments.length}`];
+  if (report.indexNeedsRecovery) {
+    lines.push("note: the index is dirty or missing (an operation died midway, or the node rebooted); the next CNI operation, or `markroute reconcile`, rebuilds it from the records");
+  }
   for (const a of report.attachments) {
     lines.push(`  ${a.id}  ${a.pod ?? "-"}  via ${a.iface}  ${a.addresses.join(", ")}  since ${a.createdAt}`);
     if (a.topology === "bridged") lines.push(`    note: ${commands.BRIDGED_WARNING}`);

@@ -114,11 +114,12 @@ export async function add(config: Config, req: CniRequest): Promise<Outcome> {
     return tx.summary;
   });
   const warnings = [
-    ...(summary.repaired ? [`repaired what someone changed in the kernel: ${summary.repaired.join("; ")}`] : []),
+    ...(summary.repaired ? [`repaired what someone changed in the kernel: ${summary.repaired.flatMap((r) => r.problems).join("; ")}`] : []),
     ...(summary.recoveryError ? [`healing the kernel from the records failed (the next operation tries again): ${summary.recoveryError}`] : []),
+    ...(summary.driftCheckError ? [`could not read the shared objects back (the next due check tries again): ${summary.driftCheckError}`] : []),
     ...(hostMatch.topology === "bridged" && config.mode === "transparent-tunnel" ? [BRIDGED_WARNING] : []),
   ];
-  return { result: result(), summary, ...(warnings.length ? { warning: warnings.join("; ") } : {}) };
+  return { result: result(), summary, ...(warnings.length ? { warning: warnings.join(". ") } : {}) };
 }
 
 /** DEL removes what ADD recorded, whatever the netconf says now; nothing recorded is success. */

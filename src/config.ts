@@ -110,7 +110,8 @@ const netconfSchema = z.strictObject({
       "must be a routable IPv6 address the node can forward (unicast: not link-local, multicast, loopback, unspecified or IPv4-mapped)")),
   })),
   rpFilter: z._default(z.optional(z.enum(["loose", "unchanged"])), "loose"),
-  driftCheckSeconds: z._default(z.optional(z.number().check(z.int(), z.minimum(0), z.maximum(86400))), 10),
+  // 30 s, as kube-proxy resyncs: while a pod starts every second, one ADD in thirty pays the read-back (~10 ms).
+  driftCheckSeconds: z._default(z.optional(z.number().check(z.int(), z.minimum(0), z.maximum(86400))), 30),
   stateDir: z._default(z.optional(z.string().check(z.regex(/^\/[A-Za-z0-9_.\/-]*$/, "must be an absolute path of letters, digits, _ . / -"))), DEFAULT_STATE_DIR),
   logFile: z._default(z.optional(z.string().check(z.regex(/^(\/[A-Za-z0-9_.\/-]*|stderr)$/, "must be an absolute path or \"stderr\""))), DEFAULT_LOG_FILE),
   logLevel: z._default(z.optional(z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"])), "info"),

@@ -17,12 +17,19 @@ export interface ChangeSummary {
   recovered: boolean;
   /** This ADD read the shared objects back from the kernel (its drift check was due, or the kernel refused its change). */
   driftChecked?: boolean;
-  /** What that read-back found wrong, then repaired by re-applying every record. */
-  repaired?: string[];
+  /** Why that read failed, when it did (the ADD went on; the next due check reads again). */
+  driftCheckError?: string;
+  /** What the read-back found wrong, then repaired by re-applying every record. */
+  repaired?: Repair[];
   /** Why healing a predecessor's leftovers failed, when it did. */
   recoveryError?: string;
   lockWaitMs: number;
 }
+
+/** A shared object found not as planned, and what differed. */
+export interface Repair { key: string; problems: string[] }
+
+export const repairsOf = (drift: Map<string, string[]>): Repair[] => [...drift].map(([key, problems]) => ({ key, problems }));
 
 /** What the engine needs of the kernel; the real one batches tool calls, tests and the rehearsal use a fake. */
 export interface Kernel {
@@ -121,28 +128,41 @@ export class Transaction {
    * Reading them costs a few tool runs (~10 ms), too much for every pod start; a change the kernel
    * refuses (our table or set deleted) is read back at once, repaired and tried again.
    */
-  add(plan: AttachmentPlan, checkEveryMs = 0): void {
+  add(plan: AttachmentPlan, checkEveryMs: number): void {
     const now = Date.now();
     const last = this.index.checkedAt ?? 0;
-    const due = now - last >= checkEveryMs || now < last;
+    // A recovery that just re-applied every record has repaired any drift as well.
+    const healed = this.summary.recovered && !this.unhealed;
+    if (healed) this.index.checkedAt = now;
+    const due = !healed && (now - last >= checkEveryMs || now < last);
     if (due) this.repairDrift(now);
     try {
       this.install(plan);
     } catch (err) {
-      if (due || !this.repairDrift(now)) throw err;
+      if (due || healed || !this.repairDrift(now)) throw err;
       this.install(plan);
     }
   }
 
-  /** Reads back the shared objects the index holds; re-applies every record if any is not as planned. True if it did. */
+  /**
+   * Reads back the shared objects the index holds and, if any is not as planned, re-applies every
+   * record. True when it found drift (repaired, or `recoveryError` says why not). A read that fails
+   * is reported, not thrown: the check is an ADD's extra, and the ADD goes on without it.
+   */
   private repairDrift(now: number): boolean {
     this.index.checkedAt = now;
     this.summary.driftChecked = true;
-    const problems = [...this.sharedDrift().values()].flat();
-    if (problems.length === 0) return false;
+    let drift: Map<string, string[]>;
+    try {
+      drift = this.sharedDrift();
+    } catch (err) {
+      this.summary.driftCheckError = (err as Error).message;
+      return false;
+    }
+    if (drift.size === 0) return false;
     // A repair that fails must not block this ADD, which then installs everything it needs itself.
     this.recover();
-    if (!this.summary.recoveryError) this.summary.repaired = problems;
+    if (!this.unhealed) this.summary.repaired = repairsOf(drift);
     return true;
   }
 
@@ -216,7 +236,10 @@ export class Transaction {
    */
   recover(): void {
     try {
+      // healed now, whatever an earlier attempt of this operation left: the index may be clean again
+      this.unhealed = false;
       this.reconcile();
+      delete this.summary.recoveryError;
     } catch (err) {
       this.unhealed = true;
       this.summary.recoveryError = (err as Error).message;
@@ -262,14 +285,22 @@ const repairedByEveryAdd = (o: KernelObject) => o.kind === "rpFilter";
 /** Shared objects live in the index; a pod's own objects only in its record (and the reference counts). */
 const isShared = (o: KernelObject) => !isPerPod(o);
 
+export interface StateOptions {
+  kernel?: Kernel;
+  /**
+   * For people's read-only commands (status, explain): a state directory that does not exist is
+   * an error, not made, and an index needing recovery is shown as found, not healed.
+   */
+  readOnly?: boolean;
+}
+
 /**
  * Runs `fn` holding the state directory's lock. An index that is missing, dirty (an operation
  * died midway) or from another boot or network namespace is first reconciled from the records.
- * A reader (`create` false) is refused a state directory that does not exist instead of making one.
  */
-export async function withState<T>(stateDir: string, fn: (tx: Transaction) => T, kernel: Kernel = linuxKernel, create = true): Promise<T> {
+export async function withState<T>(stateDir: string, fn: (tx: Transaction) => T, { kernel = linuxKernel, readOnly = false }: StateOptions = {}): Promise<T> {
   const store = new StateStore(stateDir);
-  store.ensure(create);
+  store.ensure(!readOnly);
   const lock = await acquireLock(stateDir, LOCK_TIMEOUT_MS);
   try {
     const identity = kernelIdentity();
@@ -277,7 +308,7 @@ export async function withState<T>(stateDir: string, fn: (tx: Transaction) => T,
     const healthy = found && !found.dirty && found.kernel === identity;
     // Objects of another boot or namespace are not ours to remove here: start from the records alone.
     const index = found && found.kernel === identity ? found : emptyIndex(identity);
-    const recover = !healthy && (found !== undefined || store.listRecords().length > 0);
+    const recover = !readOnly && !healthy && (found !== undefined || store.listRecords().length > 0);
     const tx = new Transaction(store, kernel, index, lock.waitedMs, recover);
     if (recover) tx.recover();
     return fn(tx);

@@ -52,10 +52,10 @@ export async function rehearse(): Promise<void> {
       planAttachment(config, attachmentOf(config, req), hostMatch, { backend: "nftables", uplinks }, mark);
       const plan = planAttachment(config, attachmentOf(config, req), hostMatch, { backend: "iptables", iptablesVariant: "nft", uplinks }, mark);
       const summary = await withState(config.stateDir, (tx) => {
-        if (command === "ADD") tx.add(plan);
+        if (command === "ADD") tx.add(plan, config.driftCheckSeconds * 1000);
         else tx.remove(plan.id);
         return tx.summary;
-      }, noKernel);
+      }, { kernel: noKernel });
       runTool(["true"]);
       openLog(join(dir, "log"), "info").info({ command, summary }, "rehearsal");
       JSON.stringify(resultInVersion(config.prevResultAsSent!, config.cniVersion));

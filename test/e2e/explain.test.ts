@@ -1,6 +1,6 @@
 // `markroute explain`: the verdict on one packet, from what is installed and from the kernel's own
 // routing decision (`ip route get … mark …`), for both backends.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createLab, FABRIC_IP, findPlugin, loadPtpConflist, type Backend, type Lab, type Pod } from '../lab/index.ts';
@@ -62,5 +62,18 @@ describe.each(['iptables', 'nftables'] as Backend[])('markroute explain (%s back
       expect(out.stderr).toBe(`markroute: state directory ${missing} does not exist (or holds no attachments directory): nothing was attached with it\n`);
       expect(existsSync(missing)).toBe(false);
     }
+  });
+
+  test('status shows a dirty index as found and leaves healing it to the next CNI operation', async () => {
+    const indexPath = join(stateDir(), 'index.json');
+    const index = JSON.parse(readFileSync(indexPath, 'utf8'));
+    writeFileSync(indexPath, JSON.stringify({ ...index, dirty: true })); // as left by an operation that died midway
+    const before = lab.snapshot();
+    const out = lab.exec(lab.ns.node, [bin, 'status', '--state-dir', stateDir()]);
+    expect(out.stdout).toContain('note: the index is dirty or missing (an operation died midway, or the node rebooted)');
+    expect(JSON.parse(readFileSync(indexPath, 'utf8')).dirty).toBe(true);
+    expect(lab.snapshot()).toEqual(before);
+    expect((await lab.cni('CHECK', a)).ok).toBe(true); // the next operation heals it
+    expect(JSON.parse(readFileSync(indexPath, 'utf8')).dirty).toBe(false);
   });
 });

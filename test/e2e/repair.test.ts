@@ -88,7 +88,7 @@ describe.each<Backend>(['nftables', 'iptables'])('drift is named by CHECK and re
     expect(lab.snapshot().rpFilter.eth0).toBe('2');
     const repaired = warnings().at(-1);
     expect(repaired.msg).toMatch(/^ADD ok: repaired what someone changed in the kernel: /);
-    expect(repaired.repaired.join('; ')).toContain('rule 32765');
+    expect(repaired.repaired.map((r: { key: string }) => r.key)).toEqual(expect.arrayContaining(['rule/4/32765/16/16/100', 'route/4/100']));
     await marked();
   });
 
@@ -96,8 +96,12 @@ describe.each<Backend>(['nftables', 'iptables'])('drift is named by CHECK and re
     destroyPodSets();
     expect(await check(first)).toBe(false);
     const hourly = conflist(lab, backend, 3600); // the previous ADD checked: none is due for an hour
-    await nextPod(hourly);
+    const pod = await nextPod(hourly);
     expect(await check(first)).toBe(true); // the first pod's element is back, with the rest
+    const add = warnings().filter((e) => e.containerId === pod.containerId);
+    expect(add).toHaveLength(1);
+    expect(add[0]).toMatchObject({ command: 'ADD', driftChecked: true });
+    expect(add[0].repaired.length).toBeGreaterThan(0);
     await marked();
   });
 

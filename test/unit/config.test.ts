@@ -41,7 +41,7 @@ describe('defaults', () => {
       linkGroup: undefined,
       ipv6ProbeRewrite: undefined,
       rpFilter: 'loose',
-      driftCheckSeconds: 10,
+      driftCheckSeconds: 30,
       stateDir: '/var/lib/cni/markroute',
       logFile: '/var/log/markroute.log',
       logLevel: 'info',

@@ -35,8 +35,15 @@ class FakeKernel implements Kernel {
   /** How many times the engine read objects back. */
   driftReads = 0;
 
+  /** The next read-backs throw, as a kernel tool that cannot list would. */
+  failingDrifts = 0;
+
   drift(objects: KernelObject[]): Map<string, string[]> {
     this.driftReads++;
+    if (this.failingDrifts > 0) {
+      this.failingDrifts--;
+      throw new Error("simulated read failure");
+    }
     return new Map(objects.map((o) => [objectKey(o), this.installed.has(objectKey(o)) ? [] : [`${objectKey(o)} is missing`]]));
   }
 
@@ -44,6 +51,9 @@ class FakeKernel implements Kernel {
     return [...this.installed.values()].map((o) => o.kind).sort();
   }
 }
+
+/** An ADD's drift check every time (driftCheckSeconds 0). */
+const EVERY_ADD = 0;
 
 const facts: NodeFacts = { backend: "iptables", iptablesVariant: "nft", uplinks: { 4: { dev: "eth0", gateway: "10.224.0.1" } } };
 
@@ -74,10 +84,10 @@ function fixture() {
 describe("engine: reference counting", () => {
   it("installs shared objects with the first pod and removes them with the last", () => {
     const { kernel, tx, store } = fixture();
-    tx().add(planFor(2));
+    tx().add(planFor(2), EVERY_ADD);
     expect(kernel.kinds()).toEqual(["element", "ipset", "markChain", "route", "rpFilter", "rule"]);
 
-    tx().add(planFor(3));
+    tx().add(planFor(3), EVERY_ADD);
     expect(kernel.kinds().filter((k) => k === "element")).toHaveLength(2);
     expect(kernel.kinds().filter((k) => k === "rule")).toHaveLength(1);
 
@@ -94,23 +104,23 @@ describe("engine: reference counting", () => {
 
   it("second pod's ADD installs its element and re-writes only what costs nothing (rp_filter)", () => {
     const { tx } = fixture();
-    tx().add(planFor(2));
+    tx().add(planFor(2), EVERY_ADD);
     const second = tx();
-    second.add(planFor(3));
+    second.add(planFor(3), EVERY_ADD);
     expect(second.summary.installed).toEqual([`element/${setOf(planFor(3))}/10.244.0.3,veth3`, "rpFilter/eth0"]);
   });
 
   it("DEL of an unknown attachment is a no-op that succeeds", () => {
     const { kernel, tx } = fixture();
-    tx().add(planFor(2));
+    tx().add(planFor(2), EVERY_ADD);
     expect(tx().remove("net_nope_eth0")).toBe(false);
     expect(kernel.installed.size).toBe(6);
   });
 
   it("re-ADD of the same attachment keeps one holder and no duplicate", () => {
     const { store, tx } = fixture();
-    tx().add(planFor(2));
-    tx().add(planFor(2));
+    tx().add(planFor(2), EVERY_ADD);
+    tx().add(planFor(2), EVERY_ADD);
     // every object counted once: one attachment holds each
     expect(Object.values(store.readIndex()!.refs)).toEqual(Array(planFor(2).objects.length).fill(1));
     tx().remove(planFor(2).id);
@@ -119,8 +129,8 @@ describe("engine: reference counting", () => {
 
   it("DEL removes what ADD recorded even after the conflist changed", () => {
     const { kernel, tx } = fixture();
-    tx().add(planFor(2, { table: 100 }));
-    tx().add(planFor(3, { table: 200 })); // a new pod under a changed conflist: its own rule and route
+    tx().add(planFor(2, { table: 100 }), EVERY_ADD);
+    tx().add(planFor(3, { table: 200 }), EVERY_ADD); // a new pod under a changed conflist: its own rule and route
     expect([...kernel.installed.keys()].filter((k) => k.startsWith("route/"))).toEqual(["route/4/100", "route/4/200"]);
     tx().remove(planFor(2).id);
     expect([...kernel.installed.keys()].filter((k) => k.startsWith("rule/"))).toEqual(["rule/4/32765/16/16/200"]);
@@ -131,8 +141,8 @@ describe("engine: reference counting", () => {
   it("a shared object planned differently by a departed pod reverts to the remaining pods' plan", () => {
     const { kernel, tx, store } = fixture();
     const chainKey = "markChain/4/nft/" + chainOf(planFor(2));
-    tx().add(planFor(2, { serviceCIDRs: ["10.96.0.0/12"] }));
-    tx().add(planFor(3, { serviceCIDRs: ["10.0.0.0/16"] })); // the conflist changed: newest plan wins
+    tx().add(planFor(2, { serviceCIDRs: ["10.96.0.0/12"] }), EVERY_ADD);
+    tx().add(planFor(3, { serviceCIDRs: ["10.0.0.0/16"] }), EVERY_ADD); // the conflist changed: newest plan wins
     expect(exemptOf(kernel.installed.get(chainKey))).toEqual(["10.0.0.0/16"]);
     expect(store.readIndex()!.objects[chainKey]!.mixed).toBe(true);
     tx().remove(planFor(3).id);
@@ -144,7 +154,7 @@ describe("engine: reference counting", () => {
     const { kernel, tx, store } = fixture();
     kernel.rpFilter = 1;
     kernel.failingApplies = 2; // the change and its rollback both fail, as if killed
-    expect(() => tx().add(planFor(2))).toThrow(/simulated kernel refusal/);
+    expect(() => tx().add(planFor(2), EVERY_ADD)).toThrow(/simulated kernel refusal/);
     expect(store.readIndex()!.objects["rpFilter/eth0"]!.previous).toBe(1);
     kernel.rpFilter = 2; // the kernel was loosened before the crash
     tx().reconcile();
@@ -155,9 +165,9 @@ describe("engine: reference counting", () => {
   it("keeps the rp_filter value found first, and puts it back with the last pod", () => {
     const { kernel, tx, store } = fixture();
     kernel.rpFilter = 1;
-    tx().add(planFor(2));
+    tx().add(planFor(2), EVERY_ADD);
     kernel.rpFilter = 2; // what the real kernel now holds
-    tx().add(planFor(3));
+    tx().add(planFor(3), EVERY_ADD);
     expect(store.readIndex()!.objects["rpFilter/eth0"]!.previous).toBe(1);
     tx().remove(planFor(2).id);
     tx().remove(planFor(3).id);
@@ -168,10 +178,10 @@ describe("engine: reference counting", () => {
 describe("engine: crashes", () => {
   it("a refused ADD is rolled back: the pod leaves nothing, the other pods keep theirs", () => {
     const { kernel, tx, store } = fixture();
-    tx().add(planFor(2));
+    tx().add(planFor(2), EVERY_ADD);
     const before = [...kernel.installed.keys()];
     kernel.failingApplies = 1;
-    expect(() => tx().add(planFor(3))).toThrow(/simulated kernel refusal/);
+    expect(() => tx().add(planFor(3), EVERY_ADD)).toThrow(/simulated kernel refusal/);
     expect([...kernel.installed.keys()]).toEqual(before);
     expect(store.readRecord(planFor(3).id)).toBeUndefined();
     expect(store.readIndex()).toMatchObject({ dirty: false });
@@ -180,9 +190,9 @@ describe("engine: crashes", () => {
 
   it("an ADD whose change and rollback both fail (as if killed) leaves a record and a dirty index; reconcile converges", () => {
     const { kernel, tx, store } = fixture();
-    tx().add(planFor(2));
+    tx().add(planFor(2), EVERY_ADD);
     kernel.failingApplies = 2;
-    expect(() => tx().add(planFor(3))).toThrow(/simulated kernel refusal/);
+    expect(() => tx().add(planFor(3), EVERY_ADD)).toThrow(/simulated kernel refusal/);
     expect(store.readIndex()!.dirty).toBe(true);
     expect(store.readRecord(planFor(3).id)).toBeDefined();
 
@@ -197,10 +207,10 @@ describe("engine: crashes", () => {
 
   it("recovery that fails does not block a DEL, and the index stays dirty for the next operation", () => {
     const { kernel, tx, store } = fixture();
-    tx().add(planFor(2));
-    tx().add(planFor(3));
+    tx().add(planFor(2), EVERY_ADD);
+    tx().add(planFor(3), EVERY_ADD);
     kernel.failingApplies = 2;
-    expect(() => tx().add(planFor(4))).toThrow(/simulated kernel refusal/);
+    expect(() => tx().add(planFor(4), EVERY_ADD)).toThrow(/simulated kernel refusal/);
     kernel.failingApplies = 1; // the recovery's re-apply fails again
     const del = tx();
     del.recover();
@@ -216,7 +226,7 @@ describe("engine: crashes", () => {
 
   it("a crash mid-DEL of the last pod is finished by reconcile: nothing left", () => {
     const { kernel, tx, store } = fixture();
-    tx().add(planFor(2));
+    tx().add(planFor(2), EVERY_ADD);
     kernel.failingApplies = 1;
     expect(() => tx().remove(planFor(2).id)).toThrow(/simulated kernel refusal/);
     expect(store.readIndex()!.dirty).toBe(true);
@@ -229,7 +239,7 @@ describe("engine: crashes", () => {
 
   it("reconcile repairs objects removed behind our back", () => {
     const { kernel, tx } = fixture();
-    tx().add(planFor(2));
+    tx().add(planFor(2), EVERY_ADD);
     kernel.installed.delete("rule/4/32765/16/16/100");
     const t = tx();
     expect(t.drift(planFor(2).objects).get("rule/4/32765/16/16/100")).toEqual(["rule/4/32765/16/16/100 is missing"]);
@@ -257,20 +267,28 @@ describe("engine: drift repaired by ADD", () => {
     kernel.installed.delete(key);
     return key;
   };
+  /** Makes the next ADD's check due, as if the last one was TEN_SECONDS ago. */
+  const age = (store: MemoryStore) => {
+    const index = store.readIndex()!;
+    store.writeIndex({ ...index, checkedAt: index.checkedAt! - TEN_SECONDS });
+  };
 
   it("when its check is due, an ADD reads the shared objects back and re-applies every record if one is gone", () => {
     const { kernel, tx, store } = fixture();
     tx().add(planFor(2), TEN_SECONDS);
     const rule = lose(kernel, "rule");
     const element = lose(kernel, "element"); // pod 2's: put back by re-applying its record
-    const index = store.readIndex()!;
-    store.writeIndex({ ...index, checkedAt: index.checkedAt! - TEN_SECONDS });
+    age(store);
+    const before = Date.now();
     const t = tx();
     t.add(planFor(3), TEN_SECONDS);
-    expect(t.summary).toMatchObject({ driftChecked: true, repaired: [`${rule} is missing`] });
+    expect(t.summary).toMatchObject({ driftChecked: true, repaired: [{ key: rule, problems: [`${rule} is missing`] }] });
     expect(kernel.installed.has(rule)).toBe(true);
     expect(kernel.installed.has(element)).toBe(true);
-    expect(Object.values(store.readIndex()!.refs)).toContain(2);
+    const index = store.readIndex()!;
+    expect(index.dirty).toBe(false);
+    expect(index.checkedAt).toBeGreaterThanOrEqual(before);
+    expect(index.refs[rule]).toBe(2);
   });
 
   it("between checks an ADD reads nothing back, and leaves drift it cannot see for the next check", () => {
@@ -286,39 +304,44 @@ describe("engine: drift repaired by ADD", () => {
     expect(kernel.installed.has(rule)).toBe(false);
   });
 
-  it("a clock that went back makes the check due", () => {
+  it("a clock that went back makes the check due, once", () => {
     const { kernel, tx, store } = fixture();
     tx().add(planFor(2), TEN_SECONDS);
     store.writeIndex({ ...store.readIndex()!, checkedAt: Date.now() + 3_600_000 });
     const reads = kernel.driftReads;
     tx().add(planFor(3), TEN_SECONDS);
     expect(kernel.driftReads).toBe(reads + 1);
+    tx().add(planFor(4), TEN_SECONDS);
+    expect(kernel.driftReads).toBe(reads + 1);
+  });
+
+  it("a read-back that fails does not fail the ADD: it is reported, and the next check waits its turn", () => {
+    const { kernel, tx, store } = fixture();
+    tx().add(planFor(2), TEN_SECONDS);
+    age(store);
+    kernel.failingDrifts = 1;
+    const t = tx();
+    t.add(planFor(3), TEN_SECONDS);
+    expect(t.summary).toMatchObject({ driftChecked: true, driftCheckError: "simulated read failure" });
+    expect(store.readRecord(planFor(3).id)).toBeDefined();
+    const reads = kernel.driftReads;
+    tx().add(planFor(4), TEN_SECONDS);
+    expect(kernel.driftReads).toBe(reads);
   });
 
   it("between checks, a refused ADD is read back at once: drift found is repaired and the ADD tried again", () => {
     const { kernel, tx, store } = fixture();
     tx().add(planFor(2), TEN_SECONDS);
     const chain = lose(kernel, "markChain");
-    kernel.failingApplies = 1; // as `ipset add` fails when someone destroyed the set
+    kernel.failingApplies = 2; // as `ipset add` fails when someone destroyed the set, and so does the rollback's del
     const t = tx();
     t.add(planFor(3), TEN_SECONDS);
-    expect(t.summary.repaired).toEqual([`${chain} is missing`]);
+    expect(t.summary).toMatchObject({ driftChecked: true, repaired: [{ key: chain, problems: [`${chain} is missing`] }] });
     expect(kernel.installed.has(chain)).toBe(true);
     expect(store.readRecord(planFor(3).id)).toBeDefined();
     expect(kernel.installed.has(`element/${setOf(planFor(3))}/10.244.0.3,veth3`)).toBe(true);
-  });
-
-  it("a repair the kernel refuses does not block the ADD: it installs what it needs itself, the index stays dirty for the next try", () => {
-    const { kernel, tx, store } = fixture();
-    tx().add(planFor(2), TEN_SECONDS);
-    const rule = lose(kernel, "rule");
-    kernel.failingApplies = 1; // the repair's
-    const t = tx();
-    t.add(planFor(3), 0);
-    expect(t.summary).toMatchObject({ driftChecked: true, recoveryError: "simulated kernel refusal" });
-    expect(t.summary.repaired).toBeUndefined();
-    expect(kernel.installed.has(rule)).toBe(true);
-    expect(store.readIndex()!.dirty).toBe(true);
+    expect(store.readIndex()).toMatchObject({ dirty: false });
+    expect(Object.values(store.readIndex()!.refs)).toEqual(expect.arrayContaining([2]));
   });
 
   it("a refused ADD with nothing drifted stays refused, rolled back", () => {
@@ -327,5 +350,54 @@ describe("engine: drift repaired by ADD", () => {
     kernel.failingApplies = 1;
     expect(() => tx().add(planFor(3), TEN_SECONDS)).toThrow(/simulated kernel refusal/);
     expect(store.readRecord(planFor(3).id)).toBeUndefined();
+  });
+
+  it("a refused ADD whose read-back fails stays refused with the kernel's own error", () => {
+    const { kernel, tx } = fixture();
+    tx().add(planFor(2), TEN_SECONDS);
+    kernel.failingApplies = 1;
+    kernel.failingDrifts = 1;
+    expect(() => tx().add(planFor(3), TEN_SECONDS)).toThrow(/simulated kernel refusal/);
+  });
+
+  it("a repair the kernel refuses does not block the ADD: it installs what it needs itself, the index stays dirty for the next try", () => {
+    const { kernel, tx, store } = fixture();
+    tx().add(planFor(2), TEN_SECONDS);
+    const rule = lose(kernel, "rule");
+    kernel.failingApplies = 1; // the repair's
+    const t = tx();
+    t.add(planFor(3), EVERY_ADD);
+    expect(t.summary).toMatchObject({ driftChecked: true, recoveryError: "simulated kernel refusal" });
+    expect(t.summary.repaired).toBeUndefined();
+    expect(kernel.installed.has(rule)).toBe(true);
+    expect(store.readIndex()!.dirty).toBe(true);
+  });
+
+  it("a recovery that failed at the start is retried by the drift check; when that heals, the index is clean and no error is left", () => {
+    const { kernel, tx, store } = fixture();
+    tx().add(planFor(2), TEN_SECONDS);
+    store.writeIndex({ ...store.readIndex()!, dirty: true }); // a predecessor died midway
+    const rule = lose(kernel, "rule");
+    kernel.failingApplies = 1; // the recovery at the start of the operation
+    const index = store.readIndex()!;
+    const t = new Transaction(store, kernel, index, 0, true);
+    t.recover();
+    expect(t.summary.recoveryError).toBe("simulated kernel refusal");
+    t.add(planFor(3), EVERY_ADD);
+    expect(t.summary.recoveryError).toBeUndefined();
+    expect(t.summary.repaired).toEqual([{ key: rule, problems: [`${rule} is missing`] }]);
+    expect(store.readIndex()!.dirty).toBe(false);
+  });
+
+  it("right after a recovery re-applied every record, the ADD does not read back again", () => {
+    const { kernel, tx, store } = fixture();
+    tx().add(planFor(2), TEN_SECONDS);
+    store.writeIndex({ ...store.readIndex()!, dirty: true });
+    const t = new Transaction(store, kernel, store.readIndex()!, 0, true);
+    t.recover();
+    const reads = kernel.driftReads;
+    t.add(planFor(3), EVERY_ADD);
+    expect(kernel.driftReads).toBe(reads);
+    expect(t.summary.driftChecked).toBeUndefined();
   });
 });
