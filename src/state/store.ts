@@ -88,7 +88,7 @@ export class StateStore implements StateStorage {
    * Creates the directory owner-only (or, for a reader, requires it); refuses one that is a
    * symlink or owned by someone else.
    */
-  ensure(create = true): void {
+  ensure(create: boolean): void {
     if (!create && !existsSync(this.recordsDir)) {
       throw new CniError(ErrorCode.stateStore, `state directory ${this.dir} does not exist (or holds no attachments directory): nothing was attached with it`);
     }
