@@ -35,18 +35,21 @@ describe.each<Backend>(['nftables', 'iptables'])('drift is named by CHECK and re
   const warnings = () => lab.exec(lab.ns.node, ['cat', join(lab.dir, 'markroute.log')]).stdout
     .split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((e) => e.level >= 40);
 
-  /** Empties what marks pods: our nftables chain, or our iptables chain (the jump to it stays). */
-  function flushMarking(): string {
+  /**
+   * Empties what marks pods: every chain of our nftables table, or the whole mangle table (our
+   * chain's rules and the PREROUTING jump to it); returns what CHECK must then say.
+   */
+  function flushMarking(): string[] {
     const s = lab.snapshot();
     if (backend === 'nftables') {
       const table = markrouteTables(s)[0]!;
-      lab.exec(lab.ns.node, ['nft', 'flush', 'chain', 'inet', table, 'prerouting']);
-      return `chain prerouting of table inet ${table} does not hold the planned rules`;
+      lab.exec(lab.ns.node, ['nft', 'flush', 'table', 'inet', table]);
+      return [`chain prerouting of table inet ${table} does not hold the planned rules`];
     }
     const variant = markChains(s.iptables[saveKey('nft', 4)]).length ? 'nft' : 'legacy';
     const chain = markChains(s.iptables[saveKey(variant, 4)])[0]!;
-    lab.exec(lab.ns.node, [`iptables-${variant}`, '-t', 'mangle', '-F', chain]);
-    return chain;
+    lab.exec(lab.ns.node, [`iptables-${variant}`, '-t', 'mangle', '-F']);
+    return [`PREROUTING does not jump to ${chain}`, `chain ${chain} does not hold the planned rules`];
   }
 
   /** Takes away what holds every pod's element: our nftables table, or our chain's rules and then the ipset. */
@@ -72,13 +75,13 @@ describe.each<Backend>(['nftables', 'iptables'])('drift is named by CHECK and re
     await lab?.destroy();
   });
 
-  test('chain flushed, ip rule and route deleted, rp_filter reset: CHECK names each, the next ADD (check due) repairs them all', async () => {
-    const chainProblem = flushMarking();
+  test('marking flushed, ip rule and route deleted, rp_filter reset: CHECK names each, the next ADD (check due) repairs them all', async () => {
+    const marking = flushMarking();
     lab.exec(lab.ns.node, ['ip', 'rule', 'del', 'fwmark', '0x10/0x10', 'lookup', '100', 'priority', '32765']);
     lab.exec(lab.ns.node, ['ip', 'route', 'del', 'default', 'table', '100']);
     lab.exec(lab.ns.node, ['sysctl', '-qw', 'net.ipv4.conf.eth0.rp_filter=1']);
     const broken = await checkError(first);
-    expect(broken).toContain(chainProblem);
+    for (const problem of marking) expect(broken).toContain(problem);
     expect(broken).toContain('ip -4 rule 32765: fwmark 0x10/0x10 lookup 100 is missing');
     expect(broken).toContain('default via 10.224.0.1 dev eth0 in table 100 (IPv4) is missing');
     expect(broken).toContain('rp_filter of eth0 is 1, not 2 (loose)');
