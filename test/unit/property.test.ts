@@ -168,9 +168,10 @@ describe('generated inputs through the pure layer (fast-check)', () => {
       { numRuns: RUNS, ...SEED },
     );
     console.info(`property (pure layer), ${RUNS} inputs by outcome:\n${Object.entries(tally).sort().map(([k, n]) => `  ${k.padEnd(22)} ${n}`).join('\n')}`);
-    // the generators reach every stage, and plans come out often enough to be tested
+    // the generators reach every stage, and plans come out often enough to be tested (about 2 in
+    // 100 inputs are a fully valid ADD: 50-80 of 3000 from run to run; half that is a broken generator)
     for (const stage of ['environment 4', 'decode 6', 'config 7', 'config 1', 'hostMatch 7']) expect(tally[stage], stage).toBeGreaterThan(0);
-    expect(tally['ADD planned'] ?? 0).toBeGreaterThan(RUNS / 50);
+    expect(tally['ADD planned'] ?? 0).toBeGreaterThan(RUNS / 100);
   });
 
   test('valid in, plan out: a netconf of valid values only, on a node with both uplinks, is never refused', () => {
