@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
-  createLab, findPlugin, ipsetAdds, loadPtpConflist, markChains, saveKey, type Backend, type Conflist, type Lab, type Pod,
+  createLab, findPlugin, ipsetAdds, loadPtpConflist, markChains, markrouteLog, saveKey, type Backend, type Conflist, type Lab, type Pod,
 } from '../lab/index.ts';
 import { markrouteTables } from '../lab/nft.ts';
 
@@ -32,8 +32,7 @@ describe.each<Backend>(['nftables', 'iptables'])('drift is named by CHECK and re
     expect(lab.nsg.packets(first.ip4!, server.ip4!)).toBeGreaterThanOrEqual(3);
   };
   /** markroute's log lines at level warn (40) and above. */
-  const warnings = () => lab.exec(lab.ns.node, ['cat', join(lab.dir, 'markroute.log')]).stdout
-    .split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((e) => e.level >= 40);
+  const warnings = () => markrouteLog(lab).filter((e) => e.level >= 40);
 
   /**
    * Empties what marks pods: every chain of our nftables table, or the whole mangle table (our

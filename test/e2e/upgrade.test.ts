@@ -9,7 +9,7 @@ import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import {
-  createLab, loadPtpConflist, markrouteObjects, NO_MARKROUTE, REPO_ROOT, UPLINK,
+  createLab, loadPtpConflist, markrouteLog, markrouteObjects, NO_MARKROUTE, REPO_ROOT, UPLINK,
   type Conflist, type Lab, type Pod, type Snapshot,
 } from '../lab/index.ts';
 import { objectKey, type KernelObject } from '../../src/plan.ts';
@@ -59,7 +59,6 @@ describe('upgrade: records written by markroute 0.1.0 @4072c0e (iptables backend
   });
 
   const recordPath = (pod: Pod) => join(stateDir, 'attachments', `${list.name}_${pod.containerId}_${pod.ifname}.json`);
-  const readLog = () => readFileSync(join(lab.dir, 'markroute.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
 
   /** The fixture's text with the captured pod's identity replaced by `pod`'s (and the node's variant and kernel). */
   function adapt(text: string, pod: Pod, variant: string, kernel: string): string {
@@ -141,7 +140,7 @@ describe('upgrade: records written by markroute 0.1.0 @4072c0e (iptables backend
   test("the DEL that meets an older version's state heals it without error (nothing in the log)", async () => {
     const pod = await podOfOldVersion('a');
     await lab.delPod(pod);
-    const del = readLog().filter((l) => l.command === 'DEL').at(-1);
+    const del = markrouteLog(lab).filter((l) => l.command === 'DEL').at(-1);
     expect(del.outcome).toBe('ok');
     expect(del.recoveryError).toBeUndefined();
   });

@@ -8,6 +8,12 @@ import { REPO_ROOT, type Lab } from './lab.ts';
 import { markrouteTables, nftPodElements } from './nft.ts';
 import type { Snapshot } from './snapshot.ts';
 
+const markrouteLogFile = (lab: Lab) => join(lab.dir, 'markroute.log');
+
+/** The JSON lines markroute logged in this lab (one per operation), oldest first. */
+export const markrouteLog = (lab: Lab): any[] =>
+  readFileSync(markrouteLogFile(lab), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+
 /**
  * A conflist from conflists/, as shipped except for what must live in the lab: IPAM's dataDir
  * and (when given) its range, markroute's stateDir and logFile. Everything else is what users
@@ -45,7 +51,7 @@ export function loadConflist(lab: Lab, file: string, range?: Range | { v4?: Rang
     }
   }
   mr.stateDir = join(lab.dir, 'state');
-  mr.logFile = join(lab.dir, 'markroute.log');
+  mr.logFile = markrouteLogFile(lab);
   // The shipped conflists say `auto`; a suite names the backend whose kernel objects it asserts.
   mr.backend = backend;
   return list;
