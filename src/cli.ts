@@ -34,9 +34,10 @@ export async function cli(args: string[]): Promise<number> {
     .description("read a netconf (with prevResult) on stdin and print the kernel objects an ADD would install; changes nothing")
     .option("--container-id <id>", "container ID to plan for", "plan")
     .option("--ifname <name>", "the container's interface name", "eth0")
-    .action((opts: { containerId: string; ifname: string }) => {
+    .option("--netns <path>", "the pod's network namespace, where prevResult does not name the host-side interface (azure-vnet, Cilium, AWS VPC CNI)", "")
+    .action((opts: { containerId: string; ifname: string; netns: string }) => {
       const config = parseConfig(decodeNetconf(readStdin()));
-      const plan = commands.dryRun(config, { network: config.name, containerId: opts.containerId, ifName: opts.ifname }, opts.ifname);
+      const plan = commands.dryRun(config, { network: config.name, containerId: opts.containerId, ifName: opts.ifname }, opts.netns);
       console.log(JSON.stringify(plan, null, 2));
     });
 

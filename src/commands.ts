@@ -1,18 +1,24 @@
 // The CNI verbs as plain functions over a validated config: ADD, DEL, CHECK, GC, STATUS, VERSION.
-import { detectVariant } from "./backend/iptables.js";
-import { nftWorks } from "./backend/nftables.js";
-import { detectUplink, linkMasters } from "./backend/iproute.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import type { CniRequest } from "./cni/request.js";
 import { resultInVersion } from "./cni/result.js";
 import { SUPPORTED_VERSIONS, type Config, type MarkSpec } from "./config.js";
+import { resolveHostMatch, type PodRef } from "./host-match.js";
 import { runTool } from "./kernel/exec.js";
+import { linuxProbe, type NodeProbe } from "./kernel/probe.js";
 import type { Family } from "./net/cidr.js";
 import {
-  attachmentId, objectKey, planAttachment, resolveHostMatch, type Attachment, type AttachmentPlan, type HostMatch,
-  type NodeFacts, type Uplink,
+  attachmentId, objectKey, planAttachment, type Attachment, type AttachmentPlan, type HostMatch, type NodeFacts, type Uplink,
 } from "./plan.js";
-import { withState, type ChangeSummary } from "./engine.js";
+import { linuxKernel, withState, type ChangeSummary, type Kernel } from "./engine.js";
+
+/** Where the verbs meet the kernel: its facts (read before planning) and its changes. Tests and the rehearsal pass fakes. */
+export interface Effects {
+  probe: NodeProbe;
+  kernel: Kernel;
+}
+
+export const linuxEffects = (): Effects => ({ probe: linuxProbe(), kernel: linuxKernel });
 
 export interface Outcome {
   /** What goes to stdout; undefined prints nothing (DEL, GC, STATUS succeed silently). */
@@ -38,12 +44,11 @@ export function attachmentOf(config: Config, req: CniRequest): Attachment {
   };
 }
 
-export function hostMatchOf(config: Config, ifName: string): HostMatch {
+export function hostMatchOf(config: Config, pod: PodRef, probe: NodeProbe): HostMatch {
   if (!config.prevResult) {
     throw new CniError(ErrorCode.invalidConfig, "invalid netconf: prevResult: missing; markroute is a chained plugin and must follow a main plugin (ptp, bridge, ...) in a conflist");
   }
-  let masters: Map<string, string> | undefined;
-  return resolveHostMatch(config.prevResult, ifName, (iface) => (masters ??= linkMasters()).get(iface));
+  return resolveHostMatch(config.prevResult, pod, probe);
 }
 
 /**
@@ -51,14 +56,14 @@ export function hostMatchOf(config: Config, ifName: string): HostMatch {
  * main table's default route (detected once and cached in the index while pods are attached).
  * `detected` holds only what came from the main table: that alone may be cached.
  */
-export function nodeFacts(config: Config, mark: MarkSpec | undefined, families: Family[], cached: Partial<NodeFacts> = {}):
+export function nodeFacts(config: Config, mark: MarkSpec | undefined, families: Family[], probe: NodeProbe, cached: Partial<NodeFacts> = {}):
   { facts: NodeFacts; detected: Partial<Record<Family, Uplink>> } {
   const uplinks: Partial<Record<Family, Uplink>> = {};
   const detected: Partial<Record<Family, Uplink>> = {};
   for (const family of families) {
     const routing = mark?.routing;
     const gateway = family === 4 ? routing?.gateway : routing?.gateway6;
-    const main = routing?.uplink && gateway ? undefined : (cached.uplinks?.[family] ?? detectUplink(family));
+    const main = routing?.uplink && gateway ? undefined : (cached.uplinks?.[family] ?? probe.defaultUplink(family));
     if (main) detected[family] = main;
     const dev = routing?.uplink ?? main?.dev;
     // The main table's gateway serves only its own device; an uplink of the netconf's without a
@@ -66,8 +71,8 @@ export function nodeFacts(config: Config, mark: MarkSpec | undefined, families: 
     const gw = gateway ?? (main && (!routing?.uplink || main.dev === routing.uplink) ? main.gateway : undefined);
     if (dev) uplinks[family] = gw ? { dev, gateway: gw } : { dev };
   }
-  const backend = config.backend !== "auto" ? config.backend : (cached.backend ?? (nftWorks() ? "nftables" : "iptables"));
-  const iptablesVariant = backend === "iptables" ? (cached.iptablesVariant ?? detectVariant()) : cached.iptablesVariant;
+  const backend = config.backend !== "auto" ? config.backend : (cached.backend ?? (probe.nftWorks() ? "nftables" : "iptables"));
+  const iptablesVariant = backend === "iptables" ? (cached.iptablesVariant ?? probe.iptablesVariant()) : cached.iptablesVariant;
   return { facts: { backend, ...(iptablesVariant ? { iptablesVariant } : {}), uplinks }, detected };
 }
 
@@ -95,14 +100,14 @@ export function selectedMark(config: Config): MarkSpec | undefined {
     `invalid netconf: marks: the pod's annotation ${config.annotation}=${JSON.stringify(String(name).slice(0, 64))} names no entry of marks; known: ${config.marks.map((m) => m.name).join(", ")}`);
 }
 
-export async function add(config: Config, req: CniRequest): Promise<Outcome> {
+export async function add(config: Config, req: CniRequest, { probe, kernel }: Effects = linuxEffects()): Promise<Outcome> {
   const result = () => resultInVersion(config.prevResultAsSent!, config.cniVersion);
   const attachment = attachmentOf(config, req);
-  const hostMatch = hostMatchOf(config, req.ifName);
+  const hostMatch = hostMatchOf(config, req, probe);
   const mark = selectedMark(config);
   if (!mark) return { result: result(), warning: `not marked: the pod has no ${config.annotation} annotation` };
   const summary = await withState(config.stateDir, (tx) => {
-    const { facts, detected } = nodeFacts(config, mark, familiesOf(config, hostMatch), tx.index.facts);
+    const { facts, detected } = nodeFacts(config, mark, familiesOf(config, hostMatch), probe, tx.index.facts);
     const cached = tx.index.facts;
     tx.index.facts = {
       // What `auto` resolved to is kept; a netconf naming its backend does not change it.
@@ -112,7 +117,7 @@ export async function add(config: Config, req: CniRequest): Promise<Outcome> {
     };
     tx.add(planAttachment(config, attachment, hostMatch, facts, mark), config.driftCheckSeconds * 1000);
     return tx.summary;
-  });
+  }, { kernel });
   const warnings = [
     ...(summary.repaired ? [`repaired what someone changed in the kernel: ${summary.repaired.flatMap((r) => r.problems).join("; ")}`] : []),
     ...(summary.recoveryError ? [`healing the kernel from the records failed (the next operation tries again): ${summary.recoveryError}`] : []),
@@ -123,12 +128,12 @@ export async function add(config: Config, req: CniRequest): Promise<Outcome> {
 }
 
 /** DEL removes what ADD recorded, whatever the netconf says now; nothing recorded is success. */
-export async function del(config: Config, req: CniRequest): Promise<Outcome> {
+export async function del(config: Config, req: CniRequest, { kernel }: Pick<Effects, "kernel"> = { kernel: linuxKernel }): Promise<Outcome> {
   const id = attachmentId(attachmentOf(config, req));
   const summary = await withState(config.stateDir, (tx) => {
     tx.remove(id);
     return tx.summary;
-  });
+  }, { kernel });
   return { summary };
 }
 
@@ -161,8 +166,8 @@ export async function gc(config: Config): Promise<Outcome> {
 }
 
 /** STATUS (CNI 1.1): code 50 with the reason when this node cannot serve ADD. */
-export function status(config: Config): Outcome {
-  const { facts } = nodeFacts(config, config.marks.find((m) => m.routing), [4, 6]);
+export function status(config: Config, probe: NodeProbe = linuxProbe()): Outcome {
+  const { facts } = nodeFacts(config, config.marks.find((m) => m.routing), [4, 6], probe);
   const tools = facts.backend === "nftables"
     ? [["nft", "--version"]]
     : [["ipset", "version"], [`iptables-${facts.iptablesVariant}-restore`, "--version"]];
@@ -192,10 +197,10 @@ export function version(cniVersion: unknown): Outcome {
 }
 
 /** What an ADD would install for this netconf (the CLI's `plan`): nothing changes. */
-export function dryRun(config: Config, attachment: Attachment, ifName: string): (AttachmentPlan & { keys: string[] }) | { objects: []; reason: string } {
-  const hostMatch = hostMatchOf(config, ifName);
+export function dryRun(config: Config, attachment: Attachment, netns: string, probe: NodeProbe = linuxProbe()): (AttachmentPlan & { keys: string[] }) | { objects: []; reason: string } {
+  const hostMatch = hostMatchOf(config, { ifName: attachment.ifName, netns }, probe);
   const mark = selectedMark(config);
   if (!mark) return { objects: [], reason: `not marked: the netconf's runtimeConfig carries no ${config.annotation} pod annotation` };
-  const plan = planAttachment(config, attachment, hostMatch, nodeFacts(config, mark, familiesOf(config, hostMatch)).facts, mark);
+  const plan = planAttachment(config, attachment, hostMatch, nodeFacts(config, mark, familiesOf(config, hostMatch), probe).facts, mark);
   return { ...plan, keys: plan.objects.map(objectKey) };
 }

@@ -1,7 +1,7 @@
 // The pure plan: which kernel objects one attachment needs, as data. No effects here.
-import type { Config, MarkSpec, PrevResult } from "./config.js";
+import type { Config, MarkSpec } from "./config.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
-import { hostAddress, parseCidr, type Family } from "./net/cidr.js";
+import { parseCidr, type Family } from "./net/cidr.js";
 import { fnv1a } from "./net/hash.js";
 
 export type IptablesVariant = "nft" | "legacy";
@@ -128,30 +128,6 @@ function covers(outer: string, inner: string): boolean {
   const [, outerLen = "0"] = outer.split("/");
   const [address = "", innerLen = "0"] = inner.split("/");
   return Number(outerLen) <= Number(innerLen) && parseCidr(`${address}/${outerLen}`).text === outer;
-}
-
-function invalidPrevResult(reason: string): never {
-  throw new CniError(ErrorCode.invalidConfig, `invalid netconf: prevResult: ${reason}`);
-}
-
-/**
- * Finds the pod's host-side interface in prevResult (design §4). `masterOf` answers which
- * bridge an interface is enslaved to; it is only consulted when prevResult lists more than
- * one host-side interface (the bridge plugin lists the bridge and the veth).
- */
-export function resolveHostMatch(prev: PrevResult, ifName: string, masterOf: (iface: string) => string | undefined): HostMatch {
-  const containerIndex = prev.interfaces.findIndex((i) => i.sandbox && i.name === ifName);
-  if (containerIndex < 0) invalidPrevResult(`no interface named ${ifName} with a sandbox: is markroute chained after the main plugin?`);
-  const hostSide = prev.interfaces.filter((i) => !i.sandbox).map((i) => i.name);
-  const addresses = prev.ips
-    .filter((ip) => ip.interface === undefined || ip.interface === containerIndex)
-    .map((ip) => hostAddress(ip.address));
-  if (addresses.length === 0) invalidPrevResult(`no IP address for ${ifName}`);
-  if (hostSide.length === 0) invalidPrevResult("no host-side interface (macvlan/ipvlan-style plugins are not supported)");
-  if (hostSide.length === 1) return { iface: hostSide[0]!, topology: "routed", addresses };
-  const bridge = hostSide.find((candidate) => hostSide.some((other) => masterOf(other) === candidate));
-  if (!bridge) invalidPrevResult(`cannot tell the host interface among ${hostSide.join(", ")}: none is the bridge of another`);
-  return { iface: bridge, topology: "bridged", addresses };
 }
 
 /**

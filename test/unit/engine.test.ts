@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { Transaction, type Kernel } from "../../src/engine.ts";
 import type { Removal } from "../../src/backend/apply.ts";
 import { parseConfig } from "../../src/config.ts";
-import { objectKey, planAttachment, resolveHostMatch, type KernelObject, type NodeFacts } from "../../src/plan.ts";
+import { objectKey, planAttachment, type HostMatch, type KernelObject, type NodeFacts } from "../../src/plan.ts";
 import { MemoryStore, emptyIndex, type StateIndex } from "../../src/state/store.ts";
 
 class FakeKernel implements Kernel {
@@ -65,7 +65,7 @@ function planFor(pod: number, overrides: Record<string, unknown> = {}) {
       ips: [{ address: `10.244.0.${pod}/24`, interface: 1 }],
     },
   });
-  const hostMatch = resolveHostMatch(config.prevResult!, "eth0", () => undefined);
+  const hostMatch: HostMatch = { iface: `veth${pod}`, topology: "routed", addresses: [{ family: 4, address: `10.244.0.${pod}` }] };
   return planAttachment(config, { network: "net", containerId: `c${pod}`, ifName: "eth0" }, hostMatch, facts, (config).marks[0]!);
 }
 

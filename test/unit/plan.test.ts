@@ -1,110 +1,12 @@
-// The pure plan: host-interface resolution from prevResult and the kernel objects one attachment needs.
-import { describe, expect, test, vi } from 'vitest';
-import { parseConfig, type PrevResult } from '../../src/config.ts';
+// The pure plan: the kernel objects one attachment needs (host matching: host-match.test.ts).
+import { describe, expect, test } from 'vitest';
+import { parseConfig } from '../../src/config.ts';
 import {
-  attachmentId, chainName, objectKey, planAttachment, resolveHostMatch, setName, type Attachment, type HostMatch, type NodeFacts,
+  attachmentId, chainName, objectKey, planAttachment, setName, type Attachment, type HostMatch, type NodeFacts,
 } from '../../src/plan.ts';
 import { cniError } from './helpers.ts';
 
 const config = (extra: Record<string, unknown> = {}) => parseConfig({ cniVersion: '1.0.0', name: 'mrnet', type: 'markroute', ...extra });
-const prev = (p: Partial<PrevResult>): PrevResult => ({ interfaces: [], ips: [], ...p });
-const noMaster = () => undefined;
-
-// What the ptp plugin returns: host veth first, then the container's interface.
-const ptpPrev = prev({
-  cniVersion: '1.0.0',
-  interfaces: [
-    { name: 'veth6a1b2c3d', mac: '6e:1f:00:00:00:01' },
-    { name: 'eth0', mac: '0a:58:0a:f4:00:05', sandbox: '/var/run/netns/cni-1234' },
-  ],
-  ips: [
-    { address: '10.244.0.5/24', gateway: '10.244.0.1', interface: 1 },
-    { address: 'FD00:244::5/64', gateway: 'fd00:244::1', interface: 1 },
-  ],
-});
-
-// What the bridge plugin returns: the bridge, the host veth, the container's interface.
-const bridgePrev = prev({
-  cniVersion: '1.0.0',
-  interfaces: [
-    { name: 'cni0', mac: '1e:a1:3c:75:09:44' },
-    { name: 'veth615a6f01', mac: '86:2d:75:11:7b:5e' },
-    { name: 'eth0', mac: 'ba:98:ce:8e:d2:ff', sandbox: '/var/run/netns/cni-a34a' },
-  ],
-  ips: [{ address: '10.244.1.7/24', gateway: '10.244.1.1', interface: 2 }],
-});
-
-describe('resolveHostMatch', () => {
-  test('ptp: the one host-side interface, routed, without asking for masters', () => {
-    const masterOf = vi.fn(noMaster);
-    expect(resolveHostMatch(ptpPrev, 'eth0', masterOf)).toEqual({
-      iface: 'veth6a1b2c3d',
-      topology: 'routed',
-      addresses: [{ family: 4, address: '10.244.0.5' }, { family: 6, address: 'fd00:244::5' }],
-    });
-    expect(masterOf).not.toHaveBeenCalled();
-  });
-
-  test('bridge: the bridge the host veth is enslaved to, bridged', () => {
-    const masterOf = (i: string) => (i === 'veth615a6f01' ? 'cni0' : undefined);
-    expect(resolveHostMatch(bridgePrev, 'eth0', masterOf)).toEqual({
-      iface: 'cni0',
-      topology: 'bridged',
-      addresses: [{ family: 4, address: '10.244.1.7' }],
-    });
-  });
-
-  test('bridge: the order of interfaces in prevResult does not matter', () => {
-    const reordered = prev({ ...bridgePrev, interfaces: [bridgePrev.interfaces[2]!, bridgePrev.interfaces[1]!, bridgePrev.interfaces[0]!], ips: [{ address: '10.244.1.7/24', interface: 0 }] });
-    const masterOf = (i: string) => (i === 'veth615a6f01' ? 'cni0' : undefined);
-    expect(resolveHostMatch(reordered, 'eth0', masterOf)).toEqual({ iface: 'cni0', topology: 'bridged', addresses: [{ family: 4, address: '10.244.1.7' }] });
-  });
-
-  test('bridge: two host-side interfaces neither of which is the bridge of the other is error 7', () => {
-    const err = cniError(() => resolveHostMatch(bridgePrev, 'eth0', noMaster));
-    expect(err.code).toBe(7);
-    expect(err.message).toBe('invalid netconf: prevResult: cannot tell the host interface among cni0, veth615a6f01: none is the bridge of another');
-  });
-
-  test('ips without an interface index belong to the container interface; those of other interfaces do not', () => {
-    const p = prev({
-      interfaces: [{ name: 'vethA' }, { name: 'eth0', sandbox: '/ns' }, { name: 'vethB' }, { name: 'net1', sandbox: '/ns' }],
-      ips: [
-        { address: '10.244.0.5/24' },
-        { address: '10.9.0.5/24', interface: 3 },
-        { address: '10.244.0.6/24', interface: 1 },
-      ],
-    });
-    const masterOf = (i: string) => (i === 'vethA' ? 'vethB' : undefined);
-    expect(resolveHostMatch(p, 'eth0', masterOf).addresses).toEqual([{ family: 4, address: '10.244.0.5' }, { family: 4, address: '10.244.0.6' }]);
-    expect(resolveHostMatch(p, 'net1', masterOf).addresses).toEqual([{ family: 4, address: '10.244.0.5' }, { family: 4, address: '10.9.0.5' }]);
-  });
-
-  test('no sandbox interface named CNI_IFNAME is error 7', () => {
-    const noSandbox = prev({ interfaces: [{ name: 'vethA' }, { name: 'eth0' }], ips: [{ address: '10.244.0.5/24', interface: 1 }] });
-    const err = cniError(() => resolveHostMatch(noSandbox, 'eth0', noMaster));
-    expect(err.code).toBe(7);
-    expect(err.message).toBe('invalid netconf: prevResult: no interface named eth0 with a sandbox: is markroute chained after the main plugin?');
-    expect(cniError(() => resolveHostMatch(ptpPrev, 'net1', noMaster)).message).toBe(
-      'invalid netconf: prevResult: no interface named net1 with a sandbox: is markroute chained after the main plugin?',
-    );
-    expect(cniError(() => resolveHostMatch(prev({}), 'eth0', noMaster)).code).toBe(7);
-  });
-
-  test('no address for the container interface is error 7', () => {
-    const p = prev({ ...ptpPrev, ips: [{ address: '10.244.0.5/24', interface: 0 }] });
-    const err = cniError(() => resolveHostMatch(p, 'eth0', noMaster));
-    expect(err.code).toBe(7);
-    expect(err.message).toBe('invalid netconf: prevResult: no IP address for eth0');
-  });
-
-  test('no host-side interface (macvlan/ipvlan) is error 7', () => {
-    const p = prev({ interfaces: [{ name: 'eth0', sandbox: '/ns' }], ips: [{ address: '10.244.0.5/24', interface: 0 }] });
-    const err = cniError(() => resolveHostMatch(p, 'eth0', noMaster));
-    expect(err.code).toBe(7);
-    expect(err.message).toBe('invalid netconf: prevResult: no host-side interface (macvlan/ipvlan-style plugins are not supported)');
-  });
-});
 
 describe('planAttachment', () => {
   const att: Attachment = { network: 'mrnet', containerId: '7e84a9894ae7dbed813078e2f9d81cc1', ifName: 'eth0', podNamespace: 'team-a', podName: 'web-1' };
