@@ -36,7 +36,9 @@ const cidrList = z.array(z.string().check(z.refine((s) => { try { parseCidr(s); 
 const prevResultSchema = z.looseObject({
   cniVersion: z.optional(z.string()),
   interfaces: z._default(z.optional(z.array(z.looseObject({
-    name: z.string().check(z.regex(IFNAME, "must be an interface name of at most 15 safe characters")),
+    // Safe characters, any length: entries that are no interface of the node (AWS VPC CNI's
+    // 16-character `dummy…`) are listed too; host-match.ts matches only real interface names.
+    name: z.string().check(z.regex(/^[A-Za-z0-9][A-Za-z0-9_.@-]{0,254}$/, "must be an interface name of letters, digits, _ . @ -")),
     mac: z.optional(z.string()),
     sandbox: z.optional(z.string()),
   }))), []),

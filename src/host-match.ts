@@ -1,9 +1,10 @@
 // Where the pod's packets reach IP routing on the node, and with which source addresses. Main
 // plugins shape their results differently (test/fixtures/main-plugins/): prevResult is trusted
-// where it names the host side unambiguously (ptp, bridge, Calico: no tool run); otherwise the
-// kernel is asked, which is the source of truth: the container interface in CNI_NETNS and its peer.
+// where it names the host side unambiguously (ptp, bridge, Calico ≥ 3.31, Cilium, AWS VPC CNI: no
+// tool run); otherwise (azure-vnet, Calico before 3.31) the kernel, the source of truth, is asked:
+// the container interface in CNI_NETNS and its peer on the node.
 import { CniError, ErrorCode } from "./cni/errors.js";
-import type { PrevResult } from "./config.js";
+import { IFNAME, type PrevResult } from "./config.js";
 import type { NodeProbe } from "./kernel/probe.js";
 import { hostAddress, type Family } from "./net/cidr.js";
 import type { HostMatch } from "./plan.js";
@@ -25,10 +26,11 @@ export interface ResultReading {
 
 /**
  * Reads prevResult. The container interface is CNI_IFNAME, listed with a sandbox (ptp, bridge,
- * Cilium, AWS VPC CNI), without one (azure-vnet), or not at all (Calico); `ips` entries without
- * `interface` belong to it. Interfaces without a sandbox and not named CNI_IFNAME are the host
- * side: one is the pod's own (ptp, Calico); of several, a bridge another is enslaved to (bridge);
- * anything else (AWS VPC CNI lists a `dummy…` entry beside the veth) is for the kernel to settle.
+ * Calico, Cilium, AWS VPC CNI), without one (azure-vnet), or not at all (Calico before 3.31 lists
+ * only `cali…`, with the sandbox); `ips` entries without `interface` belong to it. Interfaces
+ * without a sandbox, not named CNI_IFNAME, are the host side: one is the pod's own (ptp, Calico,
+ * Cilium); of several, a bridge another is enslaved to (bridge); anything else is for the kernel
+ * to settle. A name no interface can have (AWS VPC CNI's `dummy…` entry) is none of them.
  */
 export function readResult(prev: PrevResult, ifName: string, masterOf: (iface: string) => string | undefined): ResultReading {
   const containerIndex = [prev.interfaces.findIndex((i) => i.sandbox && i.name === ifName), prev.interfaces.findIndex((i) => i.name === ifName)]
@@ -36,7 +38,8 @@ export function readResult(prev: PrevResult, ifName: string, masterOf: (iface: s
   const addresses = prev.ips
     .filter((ip) => ip.interface === undefined || ip.interface === containerIndex)
     .map((ip) => hostAddress(ip.address));
-  const hostSide = prev.interfaces.filter((i) => !i.sandbox && i.name !== ifName).map((i) => i.name);
+  // A name no interface can have (AWS VPC CNI's 16-character `dummy…` entry) is not the host side.
+  const hostSide = prev.interfaces.filter((i) => !i.sandbox && i.name !== ifName && IFNAME.test(i.name)).map((i) => i.name);
   if (hostSide.length === 0) return { addresses, ambiguity: "it lists no host-side interface" };
   if (hostSide.length === 1) return { addresses, host: { iface: hostSide[0]!, topology: "routed" } };
   const bridge = hostSide.find((candidate) => hostSide.some((other) => masterOf(other) === candidate));
@@ -69,6 +72,10 @@ export function resolveHostMatch(prev: PrevResult, pod: PodRef, probe: NodeProbe
   }
   const peer = probe.hostPeer(iface);
   if (!peer) invalidPrevResult(`the host-side peer of ${pod.ifName} (ifindex ${iface.peerIndex}) is not an interface of the node's network namespace that is up`);
+  // The name goes into set elements and rule text: only what an interface name of ours may hold.
+  if (![peer.name, peer.bridge ?? peer.name].every((n) => IFNAME.test(n))) {
+    invalidPrevResult(`the host-side peer of ${pod.ifName} is named ${JSON.stringify(peer.bridge ?? peer.name)}: markroute matches only names of letters, digits, _ . @ -`);
+  }
   if (peer.otherMaster) {
     invalidPrevResult(`the host-side peer ${peer.name} of ${pod.ifName} is enslaved to ${peer.otherMaster}, which is not a Linux bridge: its packets do not reach IP routing as the pod's`);
   }

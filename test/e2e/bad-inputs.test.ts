@@ -280,25 +280,33 @@ const rows: Row[] = [
 
   // ---- prevResult
   { name: 'missing prevResult on ADD', netconf: { prevResult: undefined }, code: 7, msg: ['prevResult: missing', 'chained plugin'] },
+  // CNI_NETNS is the node's own namespace here: its eth0 is a veth whose peer is in the same namespace.
   {
-    name: 'prevResult without a sandbox interface',
-    netconf: { prevResult: { ...PREV, interfaces: [PREV.interfaces[0], { name: 'eth0' }] } },
-    code: 7, msg: ['prevResult: no interface named eth0 with a sandbox'],
+    name: 'prevResult naming no host side (azure-vnet\'s shape), CNI_IFNAME with no peer on the node',
+    netconf: { prevResult: { ...PREV, interfaces: [{ name: 'eth0' }], ips: [{ address: '10.244.0.5/24' }] } },
+    code: 7, msg: ['prevResult: eth0 in CNI_NETNS is a veth device', 'no host-side interface'],
   },
   {
     name: 'prevResult without a host-side interface (macvlan)',
     netconf: { prevResult: { ...PREV, interfaces: [PREV.interfaces[1]], ips: [{ address: '10.244.0.5/24', interface: 0 }] } },
-    code: 7, msg: ['prevResult: no host-side interface'],
+    code: 7, msg: ['prevResult: eth0 in CNI_NETNS is a veth device', 'no host-side interface'],
   },
   {
-    name: 'prevResult without an address for CNI_IFNAME',
-    netconf: { prevResult: { ...PREV, ips: [{ address: '10.244.0.5/24', interface: 0 }] } },
-    code: 7, msg: ['prevResult: no IP address for eth0'],
+    name: 'prevResult without an address for CNI_IFNAME, and no such interface in CNI_NETNS',
+    env: { CNI_IFNAME: 'net9' },
+    netconf: { prevResult: { ...PREV, interfaces: [PREV.interfaces[0], { name: 'net9', sandbox: NETNS_PATH }], ips: [{ address: '10.244.0.5/24', interface: 0 }] } },
+    code: 7, msg: ['prevResult: no interface net9 in CNI_NETNS'],
   },
   {
-    name: 'prevResult with two host interfaces and no bridge between them',
+    name: 'prevResult with two host interfaces and no bridge between them, CNI_IFNAME with no peer on the node',
     netconf: { prevResult: { ...PREV, interfaces: [{ name: 'nobridge0' }, ...PREV.interfaces], ips: [{ address: '10.244.0.5/24', interface: 2 }] } },
-    code: 7, msg: ['prevResult: cannot tell the host interface among nobridge0, vethbad0'],
+    code: 7, msg: ['prevResult: eth0 in CNI_NETNS is a veth device'],
+  },
+  {
+    name: 'CNI_NETNS that does not exist, where the kernel must be asked',
+    env: { CNI_NETNS: '/var/run/netns/mr-bad-inputs-no-such-netns' },
+    netconf: { prevResult: { ...PREV, interfaces: [{ name: 'eth0' }], ips: [{ address: '10.244.0.5/24' }] } },
+    code: 4, msg: ['CNI_NETNS /var/run/netns/mr-bad-inputs-no-such-netns cannot be entered'],
   },
   {
     name: 'prevResult with a malformed address',

@@ -111,14 +111,15 @@ export async function invokePlugin(command: CniCommand, netconf: Record<string, 
   return { type, command, code: r.code, stdout: parsed, rawStdout: r.stdout, stderr: r.stderr, stdin: netconf };
 }
 
-export async function addNetworkList(list: Conflist, rt: RuntimeConf): Promise<ListRun> {
+/** `shape` may stand in for what a plugin did (by its index in the list) before the next one runs: see Lab's `standIn`. */
+export async function addNetworkList(list: Conflist, rt: RuntimeConf, shape?: (index: number, result: unknown) => unknown): Promise<ListRun> {
   const runs: PluginRun[] = [];
   let prev: unknown;
-  for (const plugin of list.plugins) {
+  for (const [i, plugin] of list.plugins.entries()) {
     const run = await invokePlugin('ADD', buildOneConfig(list, plugin, prev, rt), rt);
     runs.push(run);
     if (run.code !== 0) return { ok: false, runs };
-    prev = run.stdout;
+    prev = shape ? shape(i, run.stdout) : run.stdout;
   }
   return { ok: true, runs, result: prev };
 }

@@ -7,3 +7,4 @@ export * from './kubeproxy.ts';
 export * from './markroute.ts';
 export * from './snapshot.ts';
 export * from './gateway.ts';
+export * from './main-plugins.ts';

@@ -12,6 +12,7 @@ import { addNetworkList, checkNetworkList, delNetworkList, describeFailure, invo
 import { inNs, nsExec, nsExecAsync, run, sysctl, type ExecOptions, type ExecResult } from './exec.ts';
 import { Nsg } from './fabric.ts';
 import { KubeProxy, type ClusterIPSpec } from './kubeproxy.ts';
+import { hostVethName, reshapeResult, type MainPlugin } from './main-plugins.ts';
 import { snapshot, type Snapshot } from './snapshot.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -71,6 +72,12 @@ export interface AddPodOptions {
   env?: Record<string, string>;
   /** Return the pod even when ADD fails (inspect pod.add) instead of throwing. */
   allowFailure?: boolean;
+  /**
+   * The list's first plugin (ptp) stands in for this main plugin: its host veth is renamed as that
+   * plugin names its own, and its result reshaped as that plugin shapes its own (main-plugins.ts),
+   * before the rest of the chain gets it.
+   */
+  standIn?: MainPlugin;
 }
 
 export interface CniCallOptions {
@@ -344,7 +351,8 @@ export class Lab {
     const rt = this.runtimeConf(pod, o);
     const prev = o.prevResult === null ? undefined : (o.prevResult ?? pod.result);
     if (command === 'ADD') {
-      const add = await addNetworkList(list, rt);
+      const standIn = o.standIn;
+      const add = await addNetworkList(list, rt, standIn && ((i, result) => (i === 0 ? this.standIn(standIn, pod, result) : result)));
       pod.add = add;
       if (add.ok) {
         pod.result = add.result;
@@ -354,6 +362,14 @@ export class Lab {
     }
     if (command === 'DEL') return delNetworkList(list, rt, prev);
     return checkNetworkList(list, rt, prev);
+  }
+
+  /** A ptp result made into `plugin`'s: the host veth renamed (the kernel allows it while up) and the result reshaped. */
+  private standIn(plugin: MainPlugin, pod: Pod, ptpResult: unknown): unknown {
+    const hostVeth = (ptpResult as { interfaces: { name: string; sandbox?: string }[] }).interfaces.find((i) => !i.sandbox)!.name;
+    const hostIf = hostVethName(plugin, { namespace: pod.k8s.namespace, name: pod.k8s.name, containerId: pod.containerId });
+    nsExec(this.ns.node, ['ip', 'link', 'set', 'dev', hostVeth, 'name', hostIf]);
+    return reshapeResult(plugin, ptpResult, { hostIf, ifName: pod.ifname, netns: pod.netnsPath });
   }
 
   /** Run one plugin (any command, e.g. VERSION or GC) with a netconf built like libcni's. */
