@@ -1,8 +1,8 @@
 // Where the pod's packets reach IP routing on the node, and with which source addresses. Main
 // plugins shape their results differently (test/fixtures/main-plugins/): prevResult is trusted
-// where it names the host side unambiguously (ptp, bridge, Calico ≥ 3.31, Cilium, AWS VPC CNI: no
-// tool run); otherwise (azure-vnet, Calico before 3.31) the kernel, the source of truth, is asked:
-// the container interface in CNI_NETNS and its peer on the node.
+// where it names the host side unambiguously (ptp, bridge, Calico, Cilium ≥ 1.14, AWS VPC CNI: no
+// tool run); otherwise (azure-vnet; Cilium before 1.14 lists eth0 alone) the kernel, the source of
+// truth, is asked: the container interface in CNI_NETNS and its peer on the node.
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { IFNAME, type PrevResult } from "./config.js";
 import type { NodeProbe } from "./kernel/probe.js";
@@ -27,7 +27,7 @@ export interface ResultReading {
 /**
  * Reads prevResult. The container interface is CNI_IFNAME, listed with a sandbox (ptp, bridge,
  * Calico, Cilium, AWS VPC CNI), without one (azure-vnet), or not at all (Calico before 3.31 lists
- * only `cali…`, with the sandbox); `ips` entries without `interface` belong to it. Interfaces
+ * only `cali…`); `ips` entries without `interface` belong to it. Interfaces
  * without a sandbox, not named CNI_IFNAME, are the host side: one is the pod's own (ptp, Calico,
  * Cilium); of several, a bridge another is enslaved to (bridge); anything else is for the kernel
  * to settle. A name no interface can have (AWS VPC CNI's `dummy…` entry) is none of them.

@@ -444,6 +444,25 @@ export class Lab {
     return JSON.parse(r.stdout) as ProbeResult;
   }
 
+  /**
+   * `count` UDP datagrams from `from` (source address `fromIp`) to `toIp`:`port`: how many were
+   * answered and crossed the fabric each way; then the same with the NSG denying the pair (which
+   * is allowed again after).
+   */
+  async fabricRoundTrip(from: NsRef, fromIp: string, toIp: string, port: number, count: number):
+    Promise<{ received: number; there: number; back: number; receivedWhileDenied: number }> {
+    this.nsg.reset();
+    const { received } = await this.probe(from, 'udp', toIp, port, { count });
+    const [there, back] = [this.nsg.packets(fromIp, toIp), this.nsg.packets(toIp, fromIp)];
+    this.nsg.deny(fromIp, toIp);
+    try {
+      const denied = await this.probe(from, 'udp', toIp, port, { count: 2, timeoutMs: 400 });
+      return { received, there, back, receivedWhileDenied: denied.received };
+    } finally {
+      this.nsg.allow(fromIp, toIp);
+    }
+  }
+
   // ---- kube-proxy -----------------------------------------------------------------
 
   /** A ClusterIP in the node namespace, DNATed to a backend (iptables legacy by default). */

@@ -1,7 +1,8 @@
-// The ADD results of four "main" CNI plugins markroute may be chained after, reshaped from a real
-// ptp result. The shapes (keys, omissions, interface roles, ips[].interface, order) are read from
-// each plugin's source; test/fixtures/main-plugins/ holds them with the commit, path and function
-// they come from. Pure functions: no I/O, nothing run.
+// The ADD results of the "main" CNI plugins markroute may be chained after, reshaped from a real
+// ptp result: four plugins as their current sources print them, plus shape variants clusters still
+// run (Calico v3.30.x, AWS VPC CNI's branch-ENI pods). The shapes (keys, omissions, interface roles,
+// ips[].interface, order) are read from each plugin's source; test/fixtures/main-plugins/ holds them
+// with the commit, path and function they come from. Pure functions: no I/O, nothing run.
 //
 // Every plugin prints its result with cnitypes.PrintResult(result, conf.CNIVersion), i.e. in the
 // conflist's cniVersion, so the reshaped result keeps the ptp result's cniVersion and applies what
@@ -10,8 +11,14 @@
 // ({} when empty: types040.Result has no MarshalJSON); from 1.0.0 an empty "dns" is left out.
 import { createHash } from 'node:crypto';
 
-export type MainPlugin = 'azure-vnet' | 'calico' | 'cilium' | 'aws-vpc-cni';
-export const MAIN_PLUGINS: MainPlugin[] = ['azure-vnet', 'calico', 'cilium', 'aws-vpc-cni'];
+/**
+ * A main plugin, or one of its shape variants: 'calico-3.30' is Calico before v3.31 (one interface,
+ * the host veth), 'aws-vpc-cni-branch' an AWS VPC CNI pod with security groups for pods (branch ENI).
+ * No Cilium variant: every supported Cilium (and every datapath mode) lists the host side; the
+ * container-only result of Cilium before v1.14 is in test/fixtures/main-plugins/README.md.
+ */
+export type MainPlugin = 'azure-vnet' | 'calico' | 'cilium' | 'aws-vpc-cni' | 'calico-3.30' | 'aws-vpc-cni-branch';
+export const MAIN_PLUGINS: MainPlugin[] = ['azure-vnet', 'calico', 'cilium', 'aws-vpc-cni', 'calico-3.30', 'aws-vpc-cni-branch'];
 
 export interface PodIdentity {
   namespace: string;
@@ -32,8 +39,10 @@ export function hostVethName(plugin: MainPlugin, pod: PodIdentity): string {
       // networkID + containerID + ifName (not modelled here).
       return 'azv' + sha1Hex(`${pod.namespace}.${pod.name}`).slice(0, 11);
     case 'calico':
+    case 'calico-3.30':
       // projectcalico/calico libcalico-go/lib/backend/k8s/conversion/workload_endpoint_default.go
-      // VethNameForWorkload: "cali" (FELIX_INTERFACEPREFIX's first entry) + sha1("<namespace>.<pod>")[:11].
+      // VethNameForWorkload: "cali" (FELIX_INTERFACEPREFIX's first entry) + sha1("<namespace>.<pod>")[:11];
+      // the same function in v3.30.x (k8s.go CmdAddK8s: desiredVethName).
       return 'cali' + sha1Hex(`${pod.namespace}.${pod.name}`).slice(0, 11);
     case 'cilium':
       // cilium/cilium plugins/cilium-cni/cmd/cmd.go Add: cniID = ContainerID + ":" + ContainerInterfaceName
@@ -44,6 +53,12 @@ export function hostVethName(plugin: MainPlugin, pod: PodIdentity): string {
       // aws/amazon-vpc-cni-k8s pkg/networkutils/names.go GeneratePodHostVethName(prefix, ns, name, 0):
       // prefix (AWS_VPC_K8S_CNI_VETHPREFIX, default "eni", cmd/aws-vpc-cni/main.go) + sha1("<namespace>.<pod>")[:11].
       return 'eni' + sha1Hex(`${pod.namespace}.${pod.name}`).slice(0, 11);
+    case 'aws-vpc-cni-branch':
+      // aws/amazon-vpc-cni-k8s cmd/routed-eni-cni-plugin/cni.go add, r.PodVlanId != 0:
+      // GeneratePodHostVethName(sgpp.BuildHostVethNamePrefix(VethPrefix, PodSGEnforcingMode), ns, name, 0);
+      // pkg/sgpp/utils.go: "vlan" in strict mode, the default (pkg/sgpp/constants.go DefaultEnforcingMode;
+      // POD_SECURITY_GROUP_ENFORCING_MODE=standard gives the regular prefix, "eni").
+      return 'vlan' + sha1Hex(`${pod.namespace}.${pod.name}`).slice(0, 11);
   }
 }
 
@@ -87,7 +102,7 @@ function ipEntry(version: string, address: string, opts: { iface?: number; gatew
   };
 }
 
-/** Result keys in the order Go prints them; dns is {} below 1.0.0 and left out from 1.0.0 when empty (none of the four sets DNS). */
+/** Result keys in the order Go prints them; dns is {} below 1.0.0 and left out from 1.0.0 when empty (none of these plugins sets DNS). */
 function result(version: string, parts: { interfaces: unknown[]; ips: unknown[]; routes?: unknown[] }): Record<string, unknown> {
   return {
     cniVersion: version,
@@ -99,7 +114,7 @@ function result(version: string, parts: { interfaces: unknown[]; ips: unknown[];
 }
 
 /** A real ptp ADD result (interfaces [hostVeth, eth0 with sandbox], ips with interface: 1) reshaped exactly as `plugin` shapes its own result: same keys, same omissions, `hostIf` used as the host-side name where the plugin lists it. */
-export function reshapeResult(plugin: MainPlugin, ptpResult: any, opts: { hostIf: string; ifName: string; netns: string; mtu?: number }): any {
+export function reshapeResult(plugin: MainPlugin, ptpResult: any, opts: { hostIf: string; ifName: string; netns: string; mtu?: number; vlanId?: number }): any {
   const { version, host, container, ips } = readPtp(ptpResult, opts.ifName);
   switch (plugin) {
     case 'azure-vnet': {
@@ -165,6 +180,34 @@ export function reshapeResult(plugin: MainPlugin, ptpResult: any, opts: { hostIf
           { name: dummy, mac: '0', sandbox: '0' },
         ],
         ips: ips.map((ip) => ipEntry(version, hostPrefix(ip.address), { iface: 1 })),
+      });
+    }
+    case 'calico-3.30': {
+      // projectcalico/calico v3.30.x cni-plugin/pkg/k8s/k8s.go CmdAddK8s: one interface
+      // {Name: endpoint.Spec.InterfaceName} = the host veth cali… — no mac, no mtu, no sandbox, no
+      // container entry — and ips[].interface never set. Gateways set to nil by plugin.go cmdAdd, masks
+      // /32 and /128 (dataplane_linux.go DoWorkloadNetnsSetUp), no routes from calico-ipam before v3.32.
+      return result(version, {
+        interfaces: [{ name: opts.hostIf }],
+        ips: ips.map((ip) => ipEntry(version, hostPrefix(ip.address), {})),
+      });
+    }
+    case 'aws-vpc-cni-branch': {
+      // aws/amazon-vpc-cni-k8s cmd/routed-eni-cni-plugin/cni.go add with r.PodVlanId != 0 (branch ENI):
+      // [{Name: hostVeth (vlan…)}, {Name: ifName, Sandbox: netns, Mac: fmt.Sprint(RouteTableId)}, where
+      // ipamd (pkg/ipamd/rpc_handler.go AddNetwork) gives a branch-ENI pod DeviceNumber -1 and
+      // RouteTableId 0, so "0"; then {Name: "dummy"+suffix, Mac: fmt.Sprint(PodVlanId)} with NO sandbox.
+      // ips {Interface: 1, Address /32 or /128, Gateway: PodENISubnetGW}: the branch ENI subnet's first
+      // address (GetIPv4Gateway; ptp's gateway stands in), IPv6 fe80:ec2::1 (GetIPv6Gateway). No routes.
+      if (ips.length !== 1) throw new Error(`aws-vpc-cni gives a pod one address, not ${ips.length}`);
+      const dummy = 'dummy' + opts.hostIf.slice(-11);
+      return result(version, {
+        interfaces: [
+          { name: opts.hostIf },
+          { name: opts.ifName, mac: '0', sandbox: opts.netns },
+          { name: dummy, mac: String(opts.vlanId ?? 7) },
+        ],
+        ips: ips.map((ip) => ipEntry(version, hostPrefix(ip.address), { iface: 1, gateway: isV6(ip.address) ? 'fe80:ec2::1' : ip.gateway })),
       });
     }
   }

@@ -74,3 +74,22 @@ describe('30-flannel-vpn.conflist is a k3s/flannel chain', () => {
     expect(c.exemptCIDRs.map((e) => [e.cidr.text, e.why])).toEqual([['10.43.0.0/16', 'service'], ['169.254.169.254/32', 'exclude']]);
   });
 });
+
+describe('40-azure-vnet-transparent.conflist is AKS\'s azure-vnet chain in transparent mode (NodeSubnet)', () => {
+  const list = load('40-azure-vnet-transparent.conflist');
+
+  test('azure-vnet first, as AKS writes it (azure-container-networking cni/azure-linux.conflist with mode transparent), then portmap, then markroute', () => {
+    expect(list).toMatchObject({ cniVersion: '0.3.0', name: 'azure' });
+    expect(list.plugins.map((p) => p.type)).toEqual(['azure-vnet', 'portmap', 'markroute']);
+    expect(list.plugins[0]).toEqual({ type: 'azure-vnet', mode: 'transparent', ipsToRouteViaHost: ['169.254.20.10'], ipam: { type: 'azure-vnet-ipam' } });
+  });
+
+  test("markroute's entry: transparent tunnel; AKS's default service CIDR, Azure's wireserver, IMDS and node-local DNS exempt", () => {
+    const c = parseConfig(markrouteNetconf('40-azure-vnet-transparent.conflist'));
+    expect(c.mode).toBe('transparent-tunnel');
+    expect(c.marks).toEqual([{ name: 'default', tag: '', mark: 0x10, mask: 0x10, routing: { table: 100, priority: 32765 } }]);
+    expect(c.exemptCIDRs.map((e) => [e.cidr.text, e.why])).toEqual([
+      ['10.0.0.0/16', 'service'], ['168.63.129.16/32', 'exclude'], ['169.254.169.254/32', 'exclude'], ['169.254.20.10/32', 'exclude'],
+    ]);
+  });
+});

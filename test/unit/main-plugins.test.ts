@@ -1,9 +1,13 @@
 // test/lab/main-plugins: a ptp result reshaped as azure-vnet, Calico, Cilium and AWS VPC CNI print
-// theirs must have the structure of test/fixtures/main-plugins/<plugin>.json (read from their source).
+// theirs (and the shape variants Calico v3.30.x and AWS branch-ENI pods) must have the structure of
+// test/fixtures/main-plugins/<plugin>.json (read from their source); and markroute reads each as the
+// fixtures' README says: the host side from prevResult, or from the kernel.
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
+import { parseConfig, type PrevResult } from '../../src/config.ts';
+import { readResult } from '../../src/host-match.ts';
 import { MAIN_PLUGINS, hostVethName, reshapeResult, type MainPlugin } from '../lab/main-plugins.ts';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '../fixtures/main-plugins');
@@ -98,9 +102,14 @@ describe('fixtures', () => {
     expect(f.notes.length).toBeGreaterThan(3);
   });
 
-  test('which plugins do dual stack: all but aws-vpc-cni (IPv6-only there)', () => {
-    expect(MAIN_PLUGINS.filter((p) => fixture(p).results.dual)).toEqual(['azure-vnet', 'calico', 'cilium']);
+  test('which plugins do dual stack: all but aws-vpc-cni, branch ENI or not (IPv6-only there)', () => {
+    expect(MAIN_PLUGINS.filter((p) => fixture(p).results.dual)).toEqual(['azure-vnet', 'calico', 'cilium', 'calico-3.30']);
     expect(Object.keys(fixture('aws-vpc-cni').results)).toEqual(['ipv4', 'ipv6']);
+    expect(Object.keys(fixture('aws-vpc-cni-branch').results)).toEqual(['ipv4', 'ipv6']);
+  });
+
+  test('the four plugins first, then the shape variants', () => {
+    expect(MAIN_PLUGINS).toEqual(['azure-vnet', 'calico', 'cilium', 'aws-vpc-cni', 'calico-3.30', 'aws-vpc-cni-branch']);
   });
 });
 
@@ -126,8 +135,8 @@ describe('reshapeResult', () => {
     expect(got.cniVersion).toBe('1.0.0');
     expect((got.ips as any[]).every((ip) => !('version' in ip))).toBe(true);
     expect(got).not.toHaveProperty('dns');
-    const azure = plugin === 'azure-vnet';
-    expect((got.ips as any[]).every((ip) => ip.interface === (azure ? undefined : 1))).toBe(true);
+    const noIndex = plugin === 'azure-vnet' || plugin === 'calico-3.30';
+    expect((got.ips as any[]).every((ip) => ip.interface === (noIndex ? undefined : 1))).toBe(true);
   });
 
   test('calico below 1.0.0: the container interface loses mtu (types040 has none)', () => {
@@ -145,6 +154,22 @@ describe('reshapeResult', () => {
 
   test('aws-vpc-cni gives a pod one family: a dual-stack ptp result is refused', () => {
     expect(() => reshapeResult('aws-vpc-cni', ptpResult('0.4.0', 'dual'), { hostIf: 'eni8c87caf69eb', ifName: IFNAME, netns: NETNS })).toThrow(/one address/);
+    expect(() => reshapeResult('aws-vpc-cni-branch', ptpResult('0.4.0', 'dual'), { hostIf: 'vlan8c87caf69eb', ifName: IFNAME, netns: NETNS })).toThrow(/one address/);
+  });
+
+  test('calico-3.30: one interface, the host veth, nothing else of ptp\'s; ips without interface or gateway', () => {
+    const got = reshapeResult('calico-3.30', ptpResult('0.3.1', 'dual'), { hostIf: 'cali8c87caf69eb', ifName: IFNAME, netns: NETNS });
+    expect(got).toEqual(fixture('calico-3.30').results.dual);
+  });
+
+  test('aws-vpc-cni-branch: the dummy carries the VLAN id and no sandbox; eth0\'s "mac" is route table 0; a gateway', () => {
+    const opts = { hostIf: 'vlan8c87caf69eb', ifName: IFNAME, netns: NETNS };
+    const got = reshapeResult('aws-vpc-cni-branch', ptpResult('0.4.0', 'ipv4'), opts);
+    expect(got).toEqual(fixture('aws-vpc-cni-branch').results.ipv4);
+    expect(got.interfaces[2]).not.toHaveProperty('sandbox');
+    expect(got.interfaces[2].name).toHaveLength(16);
+    expect(reshapeResult('aws-vpc-cni-branch', ptpResult('0.4.0', 'ipv4'), { ...opts, vlanId: 1 }).interfaces[2]).toEqual({ name: 'dummy8c87caf69eb', mac: '1' });
+    expect(reshapeResult('aws-vpc-cni-branch', ptpResult('0.4.0', 'ipv6'), opts).ips).toEqual([{ version: '6', interface: 1, address: 'fd00:244::5/128', gateway: 'fe80:ec2::1' }]);
   });
 
   // The comparison must catch the mistakes a reshape could make.
@@ -162,6 +187,12 @@ describe('reshapeResult', () => {
     ['aws without the dummy', 'aws-vpc-cni', 'ipv4', (r) => r.interfaces.pop()],
     ['aws with a hardware mac on eth0', 'aws-vpc-cni', 'ipv4', (r) => (r.interfaces[1].mac = '6e:d2:90:14:3a:c8')],
     ['aws with routes', 'aws-vpc-cni', 'ipv6', (r) => (r.routes = [{ dst: '::/0' }])],
+    ['calico-3.30 with the pod\'s MAC and sandbox (unreleased master)', 'calico-3.30', 'ipv4', (r) => Object.assign(r.interfaces[0], { mac: '3a:5f:1c:9e:42:d7', sandbox: NETNS })],
+    ['calico-3.30 with ips[].interface', 'calico-3.30', 'dual', (r) => r.ips.forEach((ip: any) => (ip.interface = 0))],
+    ['calico-3.30 with the container entry', 'calico-3.30', 'ipv4', (r) => r.interfaces.push({ name: IFNAME, sandbox: NETNS })],
+    ['aws branch with a regular pod\'s dummy', 'aws-vpc-cni-branch', 'ipv4', (r) => Object.assign(r.interfaces[2], { mac: '0', sandbox: '0' })],
+    ['aws branch without the gateway', 'aws-vpc-cni-branch', 'ipv6', (r) => delete r.ips[0].gateway],
+    ['aws branch with route table 254', 'aws-vpc-cni-branch', 'ipv4', (r) => (r.interfaces[1].mac = '254')],
   ];
   test.each(mutations)('a reshape with %s does not pass', (_name, plugin, key, mutate) => {
     const { expected, got } = reshapeLikeFixture(plugin, key);
@@ -179,11 +210,11 @@ describe('hostVethName', () => {
     expect(name.length).toBeLessThanOrEqual(15);
   });
 
-  test('hash inputs: namespace/name for azure-vnet, calico and aws-vpc-cni; the container ID for cilium', () => {
+  test('hash inputs: namespace/name for all but cilium; the container ID for cilium', () => {
     const pod = { namespace: 'default', name: 'web-7d4b9c6f5-x2kq8', containerId: 'a'.repeat(64) };
     const other = { ...pod, containerId: 'b'.repeat(64) };
     const renamed = { ...pod, name: 'web-7d4b9c6f5-zzzzz' };
-    for (const p of ['azure-vnet', 'calico', 'aws-vpc-cni'] as MainPlugin[]) {
+    for (const p of MAIN_PLUGINS.filter((p) => p !== 'cilium')) {
       expect(hostVethName(p, other)).toBe(hostVethName(p, pod));
       expect(hostVethName(p, renamed)).not.toBe(hostVethName(p, pod));
     }
@@ -191,5 +222,44 @@ describe('hostVethName', () => {
     expect(hostVethName('cilium', other)).not.toBe(hostVethName('cilium', pod));
     // Calico and AWS hash the same string: only the prefix differs
     expect(hostVethName('calico', pod).slice(4)).toBe(hostVethName('aws-vpc-cni', pod).slice(3));
+    expect(hostVethName('calico-3.30', pod)).toBe(hostVethName('calico', pod));
+    expect(hostVethName('aws-vpc-cni-branch', pod)).toBe('vlan' + hostVethName('aws-vpc-cni', pod).slice(3));
+  });
+});
+
+/** What markroute makes of a result as prevResult: parsed as its netconf's, then read (src/host-match.ts). */
+const markrouteReads = (result: any) => {
+  const prev = parseConfig({ cniVersion: result.cniVersion, name: 'mrnet', type: 'markroute', prevResult: result }).prevResult as PrevResult;
+  return readResult(prev, IFNAME, () => undefined);
+};
+const podAddresses = (result: any) => (result.ips as any[]).map((ip) => ({ family: familyOf(ip.address), address: ip.address.split('/')[0] }));
+
+/** Where prevResult names no host side unambiguously, so markroute asks the kernel (CNI_NETNS peer lookup); README "Shapes and how markroute resolves them". */
+const KERNEL_LOOKUP: MainPlugin[] = ['azure-vnet'];
+
+describe('markroute\'s reading of each shape (readResult)', () => {
+  test.each(cases)('%s %s: the host side from prevResult, or the kernel asked; the pod\'s addresses either way', (plugin, key) => {
+    const f = fixture(plugin);
+    const reading = markrouteReads(f.results[key]);
+    expect(reading.addresses).toEqual(podAddresses(f.results[key]));
+    if (KERNEL_LOOKUP.includes(plugin)) {
+      expect(reading.host).toBeUndefined();
+      expect(reading.ambiguity).toBe('it lists no host-side interface');
+    } else {
+      expect(reading.host).toEqual({ iface: f.hostInterface.example, topology: 'routed' });
+    }
+  });
+
+  test('shapes no supported release prints go to the kernel: Calico master between #9396 and #10382, Cilium before v1.14', () => {
+    const calicoUnreleased = fixture('calico').previous.ipv4;
+    expect(markrouteReads(calicoUnreleased)).toEqual({ ambiguity: 'it lists no host-side interface', addresses: [{ family: 4, address: '10.244.0.5' }] });
+    // plugins/cilium-cni/main.go cmdAdd before #26518: eth0 only; `for i := range res.Interfaces { res.IPs[i].Interface = Int(i) }`
+    const ciliumPre114 = {
+      cniVersion: '0.3.1',
+      interfaces: [{ name: IFNAME, mac: 'd6:7f:3a:91:25:0e', sandbox: NETNS }],
+      ips: [{ version: '6', interface: 0, address: 'fd00:244::5/128', gateway: 'fd00:244::a3' }, { version: '4', address: '10.244.0.5/32', gateway: '10.244.0.163' }],
+      dns: {},
+    };
+    expect(markrouteReads(ciliumPre114).host).toBeUndefined();
   });
 });
