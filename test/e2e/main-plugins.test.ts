@@ -6,7 +6,7 @@
 // traffic kept local, markroute's objects, and the node as before after DEL (with and without netns).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { buildOneConfig } from '../lab/cni.ts';
+import { buildOneConfig, findPlugin } from '../lab/cni.ts';
 import {
   createLab, familyNumbers, hostVethName, loadPtpConflist, MAIN_PLUGINS, markrouteObjects, NO_MARKROUTE, NODE_IP, NODE_IP6,
   podElements, type Backend, type Conflist, type FamilyNumber, type IpFamily, type Lab, type MainPlugin, type Pod, type Snapshot,
@@ -134,6 +134,11 @@ describe('a Multus secondary interface (net1) and a /proc/<pid>/ns/net netns pat
     expect(add.ok, JSON.stringify(add.runs.map((r) => [r.type, r.code, r.rawStdout]))).toBe(true);
     expect(add.runs[1]!.stdin.prevResult).toMatchObject({ interfaces: [{ name: 'net1' }] });
     expect(podElements(lab.snapshot())).toContainEqual(expect.objectContaining({ address: pod.ip4, iface: pod.hostIf }));
+    // `markroute plan` asks the kernel the same way, given the netns, and says why it cannot without
+    const plan = (...args: string[]) => lab.exec(lab.ns.node, [findPlugin('markroute', lab.cniPath)!, 'plan', '--ifname', 'net1', ...args],
+      { input: JSON.stringify(add.runs[1]!.stdin), check: false });
+    expect(JSON.parse(plan('--netns', pod.netnsPath).stdout).hostMatch).toEqual({ iface: pod.hostIf, topology: 'routed', addresses: [{ family: 4, address: pod.ip4 }] });
+    expect(plan().stderr).toContain('prevResult: it lists no host-side interface, and without CNI_NETNS the kernel cannot be asked');
     lab.nsg.reset();
     expect((await lab.probe(pod, 'udp', peer.ip4!, 5353, { count: 2 })).received).toBe(2);
     expect(lab.nsg.packets(pod.ip4!, peer.ip4!)).toBe(2);
