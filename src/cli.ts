@@ -4,7 +4,7 @@ import { isPerPod, objectKey, type KernelObject } from "./plan.js";
 import * as commands from "./commands.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { explain, packetOf } from "./explain.js";
-import { decodeNetconf, readStdin } from "./cni/request.js";
+import { decodeNetconf, parseEnvironment, readStdin } from "./cni/request.js";
 import { DEFAULT_STATE_DIR, SUPPORTED_VERSIONS, parseConfig } from "./config.js";
 import { repairsOf, withState, type Transaction } from "./engine.js";
 import { addInstallCommands } from "./install.js";
@@ -36,8 +36,10 @@ export async function cli(args: string[]): Promise<number> {
     .option("--ifname <name>", "the container's interface name", "eth0")
     .option("--netns <path>", "the pod's network namespace, where prevResult does not name the host-side interface (azure-vnet, Cilium, AWS VPC CNI)", "")
     .action((opts: { containerId: string; ifname: string; netns: string }) => {
+      // The same checks as the CNI_* variables these stand for.
+      parseEnvironment({ CNI_COMMAND: "ADD", CNI_CONTAINERID: opts.containerId, CNI_IFNAME: opts.ifname, CNI_NETNS: opts.netns || "/" });
       const config = parseConfig(decodeNetconf(readStdin()));
-      const plan = commands.dryRun(config, { network: config.name, containerId: opts.containerId, ifName: opts.ifname }, opts.netns);
+      const plan = commands.dryRun(config, { containerId: opts.containerId, ifName: opts.ifname, netns: opts.netns, args: new Map() });
       console.log(JSON.stringify(plan, null, 2));
     });
 

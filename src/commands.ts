@@ -34,7 +34,10 @@ export const BRIDGED_WARNING =
 // Pod identity for rule comments, kept to the characters Kubernetes itself allows.
 const K8S_NAME = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
 
-export function attachmentOf(config: Config, req: CniRequest): Attachment {
+/** The CNI parameters that name a pod's attachment and where its interface is. */
+export type PodRequest = Pick<CniRequest, "containerId" | "ifName" | "netns" | "args">;
+
+export function attachmentOf(config: Config, req: PodRequest): Attachment {
   const podNamespace = req.args.get("K8S_POD_NAMESPACE");
   const podName = req.args.get("K8S_POD_NAME");
   const k8s = podNamespace && podName && K8S_NAME.test(podNamespace) && K8S_NAME.test(podName);
@@ -100,22 +103,43 @@ export function selectedMark(config: Config): MarkSpec | undefined {
     `invalid netconf: marks: the pod's annotation ${config.annotation}=${JSON.stringify(String(name).slice(0, 64))} names no entry of marks; known: ${config.marks.map((m) => m.name).join(", ")}`);
 }
 
-export async function add(config: Config, req: CniRequest, { probe, kernel }: Effects = linuxEffects()): Promise<Outcome> {
-  const result = () => resultInVersion(config.prevResultAsSent!, config.cniVersion);
+/** What an ADD decides before it takes the lock (from its inputs and the kernel, not the state): where the pod's packets arrive, and its mark. */
+export interface AddDecision {
+  attachment: Attachment;
+  hostMatch: HostMatch;
+  /** None: annotated mode passes the pod through. */
+  mark?: MarkSpec;
+}
+
+export function decideAdd(config: Config, req: PodRequest, probe: NodeProbe): AddDecision {
   const attachment = attachmentOf(config, req);
   const hostMatch = hostMatchOf(config, req, probe);
   const mark = selectedMark(config);
+  return { attachment, hostMatch, ...(mark ? { mark } : {}) };
+}
+
+/** A marked pod's plan, and the node facts it used (`cached`: those earlier ADDs detected, kept in the index). */
+export function planAdd(config: Config, d: AddDecision & { mark: MarkSpec }, probe: NodeProbe, cached?: Partial<NodeFacts>):
+  { plan: AttachmentPlan; facts: NodeFacts; detected: Partial<Record<Family, Uplink>> } {
+  const { facts, detected } = nodeFacts(config, d.mark, familiesOf(config, d.hostMatch), probe, cached);
+  return { plan: planAttachment(config, d.attachment, d.hostMatch, facts, d.mark), facts, detected };
+}
+
+export async function add(config: Config, req: CniRequest, { probe, kernel }: Effects = linuxEffects()): Promise<Outcome> {
+  const result = () => resultInVersion(config.prevResultAsSent!, config.cniVersion);
+  const decision = decideAdd(config, req, probe);
+  const { mark, hostMatch } = decision;
   if (!mark) return { result: result(), warning: `not marked: the pod has no ${config.annotation} annotation` };
   const summary = await withState(config.stateDir, (tx) => {
-    const { facts, detected } = nodeFacts(config, mark, familiesOf(config, hostMatch), probe, tx.index.facts);
     const cached = tx.index.facts;
+    const { plan, facts, detected } = planAdd(config, { ...decision, mark }, probe, cached);
     tx.index.facts = {
       // What `auto` resolved to is kept; a netconf naming its backend does not change it.
       backend: config.backend === "auto" ? facts.backend : cached?.backend,
       iptablesVariant: facts.iptablesVariant ?? cached?.iptablesVariant,
       uplinks: { ...cached?.uplinks, ...detected },
     };
-    tx.add(planAttachment(config, attachment, hostMatch, facts, mark), config.driftCheckSeconds * 1000);
+    tx.add(plan, config.driftCheckSeconds * 1000);
     return tx.summary;
   }, { kernel });
   const warnings = [
@@ -197,10 +221,10 @@ export function version(cniVersion: unknown): Outcome {
 }
 
 /** What an ADD would install for this netconf (the CLI's `plan`): nothing changes. */
-export function dryRun(config: Config, attachment: Attachment, netns: string, probe: NodeProbe = linuxProbe()): (AttachmentPlan & { keys: string[] }) | { objects: []; reason: string } {
-  const hostMatch = hostMatchOf(config, { ifName: attachment.ifName, netns }, probe);
-  const mark = selectedMark(config);
+export function dryRun(config: Config, req: PodRequest, probe: NodeProbe = linuxProbe()): (AttachmentPlan & { keys: string[] }) | { objects: []; reason: string } {
+  const decision = decideAdd(config, req, probe);
+  const { mark } = decision;
   if (!mark) return { objects: [], reason: `not marked: the netconf's runtimeConfig carries no ${config.annotation} pod annotation` };
-  const plan = planAttachment(config, attachment, hostMatch, nodeFacts(config, mark, familiesOf(config, hostMatch), probe).facts, mark);
+  const { plan } = planAdd(config, { ...decision, mark }, probe);
   return { ...plan, keys: plan.objects.map(objectKey) };
 }

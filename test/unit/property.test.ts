@@ -1,6 +1,6 @@
 // Bad input, generated (fast-check): environments, netconfs, prevResults and runtimeConfigs, valid
 // and invalid mixed, through the pure layer in the order the plugin runs it (parseEnvironment,
-// decodeNetconf, parseConfig, then selectedMark, hostMatchOf (over a fake probe) and planAttachment with node
+// decodeNetconf, parseConfig, then commands.decideAdd and planAdd over a fake probe answering node
 // facts of either backend). Every stage either returns a value or throws a CniError with the code
 // its stage owns; any other exception is a bug (the binary would answer 110, "internal error").
 // Plans that come out must be fit for the kernel tools they are fed to, and attachment ids for
@@ -9,19 +9,19 @@
 // The tests at the end pin two bugs the generator found (fixed in 3763507).
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
-import { attachmentOf, hostMatchOf, selectedMark } from '../../src/commands.ts';
+import { attachmentOf, decideAdd, planAdd, selectedMark } from '../../src/commands.ts';
 import { CniError } from '../../src/cni/errors.ts';
 import { decodeNetconf, parseEnvironment } from '../../src/cni/request.ts';
 import { parseConfig } from '../../src/config.ts';
 import { fakeProbe } from '../../src/kernel/probe-fake.ts';
-import { attachmentId, planAttachment, type AttachmentPlan, type NodeFacts } from '../../src/plan.ts';
+import { attachmentId, type AttachmentPlan, type NodeFacts } from '../../src/plan.ts';
 import { cidr4, cidr6, environment, ifname, ipv4, ipv6, netconf, unitPlace } from './arbitraries.ts';
 
 const RUNS = Number(process.env.MARKROUTE_PROPERTY_RUNS ?? 3000);
 /** Replays a run: the seed fast-check printed with a counterexample. */
 const SEED = process.env.MARKROUTE_PROPERTY_SEED ? { seed: Number(process.env.MARKROUTE_PROPERTY_SEED) } : {};
 
-type Stage = 'environment' | 'decode' | 'config' | 'mark' | 'hostMatch' | 'plan';
+type Stage = 'environment' | 'decode' | 'config' | 'mark' | 'decide' | 'plan';
 
 /** The codes each stage may answer with (SPEC error codes; 100+ are markroute's). */
 const CODES: Record<Stage, number[]> = {
@@ -29,7 +29,7 @@ const CODES: Record<Stage, number[]> = {
   decode: [6],
   config: [1, 7],
   mark: [7],
-  hostMatch: [7],
+  decide: [7],
   plan: [7, 102],
 };
 
@@ -79,13 +79,13 @@ function pipeline(env: Record<string, string>, stdin: string, facts: NodeFacts, 
     return 'error' in mark ? { refused: { stage: 'mark', error: mark.error } } : {};
   }
   if (r.command !== 'ADD') return {};
-  // commands.add: the host match (hostMatchOf: prevResult required), then the pod's mark, then the plan
-  const hostMatch = attempt('hostMatch', () => hostMatchOf(c, r, fakeProbe({ masters: Object.fromEntries(masters) })));
-  if ('error' in hostMatch) return { refused: { stage: 'hostMatch', error: hostMatch.error } };
-  const mark = attempt('mark', () => selectedMark(c));
-  if ('error' in mark) return { refused: { stage: 'mark', error: mark.error } };
-  if (!mark.value) return { passThrough: true };
-  const plan = attempt('plan', () => planAttachment(c, attachmentOf(c, r), hostMatch.value, facts, mark.value!));
+  // commands.add: decide (host match, then the pod's mark), then plan over the node's facts (a fake probe answering `facts`)
+  const probe = fakeProbe({ masters: Object.fromEntries(masters), nft: facts.backend === 'nftables', iptablesVariant: facts.iptablesVariant, uplinks: facts.uplinks });
+  const decision = attempt('decide', () => decideAdd(c, r, probe));
+  if ('error' in decision) return { refused: { stage: 'decide', error: decision.error } };
+  const mark = decision.value.mark;
+  if (!mark) return { passThrough: true };
+  const plan = attempt('plan', () => planAdd(c, { ...decision.value, mark }, probe).plan);
   if ('error' in plan) return { refused: { stage: 'plan', error: plan.error } };
   expectSafeId(plan.value.id);
   return { plan: plan.value };
@@ -168,7 +168,7 @@ describe('generated inputs through the pure layer (fast-check)', () => {
     console.info(`property (pure layer), ${RUNS} inputs by outcome:\n${Object.entries(tally).sort().map(([k, n]) => `  ${k.padEnd(22)} ${n}`).join('\n')}`);
     // the generators reach every stage, and plans come out often enough to be tested (about 2 in
     // 100 inputs are a fully valid ADD: 50-80 of 3000 from run to run; half that is a broken generator)
-    for (const stage of ['environment 4', 'decode 6', 'config 7', 'config 1', 'hostMatch 7']) expect(tally[stage], stage).toBeGreaterThan(0);
+    for (const stage of ['environment 4', 'decode 6', 'config 7', 'config 1', 'decide 7']) expect(tally[stage], stage).toBeGreaterThan(0);
     expect(tally['ADD planned'] ?? 0).toBeGreaterThan(RUNS / 100);
   });
 
