@@ -1,4 +1,5 @@
-// `npm run bench`: markroute's start-up latency, its scaling with attached pods, the data-path
+// `npm run bench`: markroute's start-up latency (also when it asks the kernel for the pod's host
+// side, azure-vnet's result), its scaling with attached pods, the data-path
 // cost of its marking, and its memory, for each marking backend (iptables and nftables), all
 // measured in one run inside network namespaces of its own (see lib/lab.mjs; the root namespace is
 // never changed), and a load of concurrent ADDs then DELs on one node. Prints one table per
@@ -8,12 +9,12 @@
 import { availableParallelism, loadavg, release } from "node:os";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { BACKENDS, CNI_DIR, DIST_MARKROUTE, MARKROUTE, REPO, assertBinaries, stageMarkroute, invoke, invokeAsync, markrouteConf, ptpConf } from "./lib/cni.mjs";
-import { captureTools, describe, makeShims } from "./lib/capture.mjs";
+import { BACKENDS, CNI_DIR, DIST_MARKROUTE, MARKROUTE, POD_IFNAME, REPO, assertBinaries, azureShapePod, stageMarkroute, invoke, invokeAsync, markrouteConf, ptpConf } from "./lib/cni.mjs";
+import { captureTools, describe, makeShims, podInterfaceRead, toolDiff } from "./lib/capture.mjs";
 import { udpPps } from "./lib/datapath.mjs";
 import { Lab, sweepStale } from "./lib/lab.mjs";
 import { commands, inProcess, rounds } from "./lib/latency.mjs";
-import { check, checksTable, countCheck, datapathTable, heading, latencyTable, loadTable, rssTable, scaleTable, writeJson } from "./lib/report.mjs";
+import { check, checksTable, countCheck, datapathTable, exactCheck, flagCheck, heading, latencyTable, loadTable, rssTable, scaleTable, writeJson } from "./lib/report.mjs";
 import { PATH, pool, run, runIn } from "./lib/proc.mjs";
 import { addPeakRssKiB, rssMethod } from "./lib/rss.mjs";
 import { quantile, summarize } from "./lib/stats.mjs";
@@ -176,6 +177,9 @@ async function bench(lab, results) {
     Object.assign(lab.addSite(`${SHORT[backend]}${others}`), { backend, others })));
   const site = (backend, others) => sites.find((s) => s.backend === backend && s.others === others);
   const pods = new Map(sites.map((s) => [s, makeRealPods(lab, s)]));
+  // azure-vnet's result shape at each backend's 0-other-pods site: a real pod namespace and veth
+  // (host end azv…), which markroute finds from the kernel; ADDed and DELed in the latency rounds only.
+  for (const b of BACKENDS) site(b, 0).azure = lab.addAzurePod(site(b, 0), "azure", POD_IFNAME);
   const iperf = (s, expectFabric) => udpPps(s, ...pods.get(s), { seconds: P.iperfSeconds, expectFabric });
 
   log(`data path: no markroute, ${P.iperfRunsDirect} x ${P.iperfSeconds} s`);
@@ -225,6 +229,14 @@ async function bench(lab, results) {
     s.tools = { pod, ADD: captureTools(s, shimDir, "ADD", pod), DEL: captureTools(s, shimDir, "DEL", pod) };
     if (s.tools.ADD.length === 0 || s.tools.DEL.length === 0) throw new Error(`site ${s.tag}: markroute's ADD or DEL ran no tool under the shims`);
   }
+  // The same site's ADD and DEL with azure-vnet's result shape: what more the kernel lookup runs.
+  for (const b of BACKENDS) {
+    const s = site(b, 0);
+    const pod = azureShapePod(s.azure, "capaz");
+    const ADD = captureTools(s, shimDir, "ADD", pod);
+    const DEL = captureTools(s, shimDir, "DEL", pod);
+    s.azureTools = { pod, ADD, DEL, expected: podInterfaceRead(s.azure, POD_IFNAME), ...toolDiff(s.tools.ADD, s.tools.pod, ADD, pod) };
+  }
   for (const b of BACKENDS) {
     const kinds = new Set(sites.filter((s) => s.backend === b).map((s) => `ADD: ${describe(s.tools.ADD)}, DEL: ${describe(s.tools.DEL)}`));
     if (kinds.size > 1) results.meta.warnings.push(`${b}: markroute ran different tools at different pod counts: ${[...kinds].join(" / ")}`);
@@ -232,6 +244,7 @@ async function bench(lab, results) {
 
   log(`latency: ${P.rounds} rounds after ${P.warmup} warm-up rounds, ${sites.length} sites`);
   const ids = new Map(sites.map((s) => [s, []]));
+  const azureIds = new Map(sites.map((s) => [s, []]));
   const base = site(DEFAULT_BACKEND, 0);
   const lat = await rounds({
     rounds: P.rounds, warmup: P.warmup, seed: SEED,
@@ -253,6 +266,13 @@ async function bench(lab, results) {
             const c = cmd.newPod("chk");
             group.add.push([`addChecked:${s.tag}`, () => cmd.mrAddChecked(s, c)]);
             group.del.push([`delChecked:${s.tag}`, () => cmd.mrDel(s, c)]);
+          }
+          if (s.azure) {
+            // Next to the same site's ptp-shape ADD, in the same group: the ratio's two sides run back to back.
+            const z = azureShapePod(s.azure);
+            if (i >= P.warmup) azureIds.get(s).push(z.containerId);
+            group.add.push([`addAzure:${s.tag}`, () => cmd.mrAdd(s, z)]);
+            group.del.push([`delAzure:${s.tag}`, () => cmd.mrDel(s, z)]);
           }
           group.toolAdd.push([`toolAdd:${s.tag}`, () => cmd.toolAdd(s, t)]);
           group.toolDel.push([`toolDel:${s.tag}`, () => cmd.toolDel(s, t)]);
@@ -313,6 +333,7 @@ async function bench(lab, results) {
       })),
       // What a pod's ADD and DEL ran (0 other pods; every site is checked to run the same tools).
       tools: { ADD: site(b, 0).tools.ADD, DEL: site(b, 0).tools.DEL },
+      azureShape: azureShape(site(b, 0), lat, azureIds.get(site(b, 0))),
       datapath: Object.fromEntries([0, MAX].map((n) => [n, datapathSummary(dpRuns.get(site(b, n)))])),
       rss: { method: rssMethod(), ...Object.fromEntries([0, MAX].map((n) => [n, S(rss[site(b, n).tag])])) },
     }])),
@@ -321,6 +342,31 @@ async function bench(lab, results) {
   });
 }
 
+/**
+ * A backend's ADD and DEL with azure-vnet's result shape (0 other pods' site), against the
+ * ptp-shape ones of the same rounds: medians, their difference and ratio, the median of each
+ * round's difference, and the tools captured (the extra ones over the ptp-shape ADD's).
+ */
+function azureShape(s, lat, ids) {
+  const add = lat[`addAzure:${s.tag}`];
+  const ptp = lat[`add:${s.tag}`];
+  const own = inProcess(s, ids);
+  const t = s.azureTools;
+  return {
+    site: s.tag, netns: s.azure.netnsPath, hostIf: s.azure.hostIf, prevResult: t.pod.prevResult,
+    add: S(add), del: S(lat[`delAzure:${s.tag}`]),
+    addInProcess: S(own.ADD?.durationMs), delInProcess: S(own.DEL?.durationMs),
+    extraMs: quantile(add, 0.5) - quantile(ptp, 0.5),
+    extraMsPaired: S(add.map((ms, i) => ms - ptp[i])),
+    overPtp: quantile(add, 0.5) / quantile(ptp, 0.5),
+    tools: { ADD: t.ADD, DEL: t.DEL, extra: t.extra, missing: t.missing, expected: t.expected },
+    toolsMore: t.ADD.length - s.tools.ADD.length,
+    extraIsPodInterfaceRead: t.extra.length === 1 && t.missing.length === 0 &&
+      JSON.stringify(t.extra[0].argv) === JSON.stringify(t.expected) && !t.extra[0].input,
+  };
+}
+
+const signed = (ms) => `${ms >= 0 ? "+" : ""}${ms.toFixed(1)}`;
 const kib = (bytes) => `${(bytes / 1024).toFixed(0)} KiB`;
 
 /** What went wrong in a backend's load, the first few failed calls only (up to 400 can fail alike). */
@@ -343,12 +389,16 @@ function report(r) {
     const mid = P.others.slice(1, -1).map((n) => [n, B[b].sites[n]]);
     const dp = B[b].datapath;
     const t = SCALE_TARGET[b] ?? {};
+    const az = B[b].azureShape;
     checks.push(
       heading(b === DEFAULT_BACKEND ? `${b} backend (the default: "auto" resolves to it where nft works)` : `${b} backend`),
       check("markroute ADD / node -e 0 (medians)", z.add.median / C.nodeE0.median, "<=", 1.6),
       // Minimums are the least disturbed runs: on a busy machine they show what medians would be on a quiet one.
       check("  same, minimums", z.add.min / C.nodeE0.min),
       check(`  same, drift check every ADD (${CHECKED} other pods)`, B[b].sites[CHECKED].addChecked.median / C.nodeE0.median),
+      check("ADD, azure-vnet's result / ptp's (medians, kernel asked)", az.overPtp),
+      exactCheck("  tool runs: azure-vnet result ADD - ptp result ADD", az.toolsMore, 1),
+      flagCheck(`  the one more is nsenter … ip -j -d addr show dev ${POD_IFNAME}`, az.extraIsPodInterfaceRead),
       check("markroute ADD / firewall ADD (medians)", z.add.median / C.fwAdd.median),
       check("markroute DEL / firewall DEL (medians)", z.del.median / C.fwDel.median),
       check(`ADD, ${MAX} other pods / 0 (medians)`, m.add.median / z.add.median, t.add && "<=", t.add),
@@ -393,16 +443,24 @@ function report(r) {
       ["ip netns exec <ns> true", C.nsTrue],
       ["node -e 0", C.nodeE0],
       ["markroute VERSION (start-up floor, no kernel work)", C.mrVersion],
-      ...BACKENDS.flatMap((b) => [[`markroute ADD, ${b}`, n0(b).add], [`markroute DEL, ${b}`, n0(b).del]]),
+      ...BACKENDS.flatMap((b) => [[`markroute ADD, ${b}`, n0(b).add], [`markroute ADD, ${b}, azure-vnet result (kernel)`, B[b].azureShape.add],
+        [`markroute DEL, ${b}`, n0(b).del], [`markroute DEL, ${b}, azure-vnet result`, B[b].azureShape.del]]),
       ["firewall ADD (Go, iptables backend)", C.fwAdd],
       ["firewall DEL", C.fwDel],
-      ...BACKENDS.flatMap((b) => [[`  ADD in-process, ${b} (log durationMs)`, n0(b).addInProcess], [`  DEL in-process, ${b}`, n0(b).delInProcess]]),
+      ...BACKENDS.flatMap((b) => [[`  ADD in-process, ${b} (log durationMs)`, n0(b).addInProcess],
+        [`  ADD in-process, ${b}, azure-vnet result`, B[b].azureShape.addInProcess], [`  DEL in-process, ${b}`, n0(b).delInProcess]]),
       ...BACKENDS.map((b) => [`  ADD lock wait, ${b} (log lockWaitMs)`, n0(b).addLockWait]),
       ...BACKENDS.map((b) => [`ADD + drift check, ${b} (${CHECKED} other pods)`, B[b].sites[CHECKED].addChecked]),
     ]),
     `  markroute's default driftCheckSeconds at this bench's pace: the drift check ran in ` +
       `${BACKENDS.flatMap((b) => P.others.map((n) => `${SHORT[b]}${n} ${B[b].sites[n].addDriftChecked}/${B[b].sites[n].add.n}`)).join(", ")} ADDs` +
       ` (${CHECKED}: none, its own drift-checked ADDs keep it from being due)`,
+    `  azure-vnet's result (eth0 without sandbox, ips without interface, host veth azv… not listed; a real pod netns and veth):`,
+    `  markroute reads ${POD_IFNAME} in CNI_NETNS (nsenter + ip) and its peer on the node (/proc, /sys); over the ptp-shape ADD of the same rounds:`,
+    ...BACKENDS.map((b) => ((az) => `    ${b}: ${signed(az.extraMs)} ms, x${az.overPtp.toFixed(3)} (medians; median per-round difference ` +
+      `${signed(az.extraMsPaired.median)} ms; in-process ${signed(az.addInProcess.median - n0(b).addInProcess.median)} ms); ` +
+      `tool runs ${az.tools.ADD.length} vs ${B[b].tools.ADD.length}, more: ${describe(az.tools.extra)}` +
+      (az.tools.missing.length ? `, fewer: ${describe(az.tools.missing)}` : ""))(B[b].azureShape)),
     "",
     latencyTable(`First pod in / last pod out (installs / removes shared objects; ${B.nftables.firstPod.add.n} cycles)`,
       BACKENDS.flatMap((b) => [[`markroute ADD, first pod, ${b}`, B[b].firstPod.add], [`markroute DEL, last pod, ${b}`, B[b].firstPod.del]])),

@@ -8,11 +8,15 @@ import { join } from "node:path";
 import { MARKROUTE, cniEnv, markrouteConf } from "./cni.mjs";
 import { PATH, inNs, run } from "./proc.mjs";
 
-/** Every tool markroute may run (src/backend, src/kernel); `ip` included, so the shims see all of them. */
-const TOOLS = ["nft", "ipset", "ip", "sysctl",
+/**
+ * Every tool markroute may run (src/backend, src/kernel); `ip` included, so the shims see all of
+ * them, and `nsenter` (the pod's interface, read inside CNI_NETNS when prevResult does not name the host side).
+ */
+const TOOLS = ["nft", "ipset", "ip", "sysctl", "nsenter",
   ...["iptables", "ip6tables"].flatMap((t) => [t, `${t}-save`, `${t}-restore`, `${t}-nft-save`, `${t}-nft-restore`, `${t}-legacy-save`, `${t}-legacy-restore`])];
 
-// CommonJS (no package.json next to it): record, then run the real tool with the same argv and stdin.
+// CommonJS (no package.json next to it): record, then run the real tool with the same argv and
+// stdin, and a PATH without the shims: what a tool runs itself (nsenter's `ip`) is not markroute's run.
 const SHIM = `
 const { spawnSync } = require("node:child_process");
 const { appendFileSync, existsSync, readFileSync } = require("node:fs");
@@ -24,7 +28,8 @@ let input = "";
 try { input = readFileSync(0, "utf8"); } catch { /* no stdin */ }
 appendFileSync(process.env.MRB_CAPTURE, JSON.stringify({ argv: [tool, ...process.argv.slice(2)], input }) + "\\n");
 if (!real) { process.stderr.write(tool + ": not found\\n"); process.exit(127); }
-const r = spawnSync(real, process.argv.slice(2), { input, stdio: ["pipe", "inherit", "inherit"] });
+const env = { ...process.env, PATH: (process.env.PATH || "").split(":").filter((d) => d !== process.env.MRB_SHIM_DIR).join(":") };
+const r = spawnSync(real, process.argv.slice(2), { input, env, stdio: ["pipe", "inherit", "inherit"] });
 process.exit(r.status === null ? 128 : r.status);
 `;
 
@@ -68,6 +73,28 @@ export function retarget(calls, from, to) {
   return calls.map((c) => ({ argv: c.argv.map(sub), input: sub(c.input) }));
 }
 
+/** The one tool run of an ADD whose prevResult does not name the host side (src/kernel/links.ts readPodInterface). */
+export const podInterfaceRead = (pod, ifName) => ["nsenter", `--net=${pod.netnsPath}`, "ip", "-j", "-d", "addr", "show", "dev", ifName];
+
+const lineCount = (input) => input.split("\n").filter(Boolean).length;
+
+/**
+ * How `calls` (captured for pod `to`) differ from `base` (captured for pod `from`, e.g. another
+ * result shape at the same site): `extra`, those of `calls` that `base` retargeted to `to` does not
+ * have (same argv, same number of stdin lines), and `missing`, those of `base` that `calls` lacks.
+ */
+export function toolDiff(base, from, calls, to) {
+  const key = (c) => JSON.stringify([c.argv, lineCount(c.input)]);
+  const missing = retarget(base, from, to);
+  const extra = [];
+  for (const c of calls) {
+    const i = missing.findIndex((m) => key(m) === key(c));
+    if (i >= 0) missing.splice(i, 1);
+    else extra.push(c);
+  }
+  return { extra, missing };
+}
+
 /** Runs captured invocations one after the other in `site`'s node namespace; total wall ms. */
 export function replay(site, calls) {
   let ms = 0;
@@ -77,4 +104,4 @@ export function replay(site, calls) {
 
 /** One line per captured invocation, for the report: tool, argv, number of stdin lines. */
 export const describe = (calls) =>
-  calls.map((c) => `${c.argv.join(" ")}${c.input ? ` (${((n) => `${n} line${n === 1 ? "" : "s"}`)(c.input.split("\n").filter(Boolean).length)})` : ""}`).join("; ") || "(none)";
+  calls.map((c) => `${c.argv.join(" ")}${c.input ? ` (${((n) => `${n} line${n === 1 ? "" : "s"}`)(lineCount(c.input))})` : ""}`).join("; ") || "(none)";

@@ -4,7 +4,7 @@ import { chmodSync, copyFileSync, existsSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { inNs, run, runAsync, sleep } from "./proc.mjs";
-import { PTP_SUBNET } from "./lab.mjs";
+import { AZURE_POD_ADDRESS, PTP_SUBNET } from "./lab.mjs";
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const DIST_MARKROUTE = join(REPO, "dist/markroute");
@@ -93,6 +93,29 @@ export function fakePod(netnsPath, label = "fake") {
     dns: {},
   };
   return { name: `${label}-${k}`, containerId, netnsPath, address, hostIf, prevResult };
+}
+
+/**
+ * A new attachment (container ID) of a site's azure-vnet-shaped pod (lab.addAzurePod), with
+ * azure-vnet's result (test/fixtures/main-plugins/azure-vnet.json "ipv4", in CNI_VERSION's form):
+ * one interface, CNI_IFNAME without a sandbox, `ips` without `interface`, the host veth (azv…) not
+ * listed. markroute then asks the kernel (src/host-match.ts): one `nsenter … ip` run, then /proc and
+ * /sys on the node. The pod and its veth stay; each round's ADD and DEL is another sandbox of it.
+ */
+export function azureShapePod(pod, label = "azure") {
+  const k = ++podSeq;
+  const gateway = "169.254.1.1";
+  return {
+    ...pod,
+    containerId: `${label}${k.toString(16).padStart(8, "0")}`.padEnd(64, "0"),
+    prevResult: {
+      cniVersion: CNI_VERSION,
+      interfaces: [{ name: POD_IFNAME }],
+      ips: [{ address: AZURE_POD_ADDRESS, gateway }],
+      routes: [{ dst: "0.0.0.0/0", gw: gateway }],
+      dns: {},
+    },
+  };
 }
 
 /** Copies dist/markroute into `dir` once it is stable (not being rebuilt) and answers VERSION. */

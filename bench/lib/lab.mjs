@@ -3,6 +3,7 @@
 // set by a command run inside one of them, and cleanup() deletes them all (links and
 // netfilter state die with their namespace). Namespaces and temp dirs of a bench that died
 // without cleaning up (SIGKILL) are swept at the next start, matched by the dead pid.
+import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +15,8 @@ export const UPLINK = "eth0";
 /** Routed back to the node by the fabric; the ptp pods get 10.244.0.0/24 out of it. */
 export const POD_CIDR = "10.244.0.0/16";
 export const PTP_SUBNET = "10.244.0.0/24";
+/** The address of a site's azure-vnet-shaped pod (addAzurePod): in POD_CIDR, outside PTP_SUBNET; /16 as azure-vnet's overlay gives it. */
+export const AZURE_POD_ADDRESS = "10.244.128.5/16";
 
 const PREFIX = "mr-bench-";
 const OWNED = /^mr-bench-(\d+)-/;
@@ -122,6 +125,25 @@ export class Lab {
   addPodNs(site, name) {
     const ns = this.addNs(`${site.tag}-pod-${name}`);
     return { name: `${site.tag}-${name}`, ns, netnsPath: `/run/netns/${ns}` };
+  }
+
+  /**
+   * A pod as azure-vnet (transparent mode) leaves it, for markroute to find from the kernel: `ifName`
+   * with AZURE_POD_ADDRESS in a namespace of its own, the veth's other end in the site's node
+   * namespace named as azure-vnet names it (`azv` + the first 11 hex digits of sha1("<namespace>.<pod>")),
+   * both up, and the node's host route to the pod through it. The veth is made from inside the pod
+   * namespace, its peer moved straight into the node's; it goes with the pod namespace.
+   */
+  addAzurePod(site, name, ifName) {
+    const pod = this.addPodNs(site, name);
+    const hostIf = `azv${createHash("sha1").update(`bench.${pod.name}`).digest("hex").slice(0, 11)}`;
+    const address = AZURE_POD_ADDRESS.split("/")[0];
+    runIn(pod.ns, ["ip", "link", "add", ifName, "type", "veth", "peer", "name", hostIf, "netns", site.node]);
+    runIn(pod.ns, ["ip", "addr", "add", AZURE_POD_ADDRESS, "dev", ifName]);
+    runIn(pod.ns, ["ip", "link", "set", ifName, "up"]);
+    runIn(site.node, ["ip", "link", "set", hostIf, "up"]);
+    runIn(site.node, ["ip", "route", "add", `${address}/32`, "dev", hostIf]);
+    return { ...pod, hostIf, address };
   }
 
   /** Idempotent; safe from a signal handler or an exit hook (synchronous). */

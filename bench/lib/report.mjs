@@ -50,16 +50,22 @@ export function loadTable(title, rows) {
 }
 
 /**
- * A check: `value` against `target` with `op` ("<=" or ">="); op undefined is information only.
+ * A check: `value` against `target` with `op` ("<=", ">=" or "="); op undefined is information only.
  * Returns {name, value, target, op, pass}.
  */
 export function check(name, value, op, target, unit = "") {
-  const pass = op === undefined ? undefined : op === "<=" ? value <= target : value >= target;
+  const pass = op === undefined ? undefined : op === "<=" ? value <= target : op === ">=" ? value >= target : value === target;
   return { name, value, op, target, unit, pass };
 }
 
 /** A count that must stay at or under `max` (failures: 0), printed as the integer it is. */
 export const countCheck = (name, value, max = 0) => ({ ...check(name, value, "<=", max), count: true });
+
+/** A count that must be exactly `want`. */
+export const exactCheck = (name, value, want) => ({ ...check(name, value, "=", want), count: true });
+
+/** A fact that must hold, printed yes / no. */
+export const flagCheck = (name, holds) => ({ name, value: holds, op: "=", target: "yes", pass: holds, flag: true });
 
 /** A heading row in the checks table. */
 export const heading = (name) => ({ name, heading: true });
@@ -67,7 +73,8 @@ export const heading = (name) => ({ name, heading: true });
 export function checksTable(checks) {
   const rows = checks.map((c) => c.heading ? [c.name, "", "", ""] : [
     // Ratios with 3 decimals, so a value just past its target never prints as equal to it.
-    c.name, c.count ? String(c.value) : `${fmt(c.value, c.unit ? 1 : 3)}${c.unit}`, c.op ? `${c.op} ${c.target}${c.unit}` : "(info)",
+    c.name, c.flag ? (c.value ? "yes" : "no") : c.count ? String(c.value) : `${fmt(c.value, c.unit ? 1 : 3)}${c.unit}`,
+    c.op ? `${c.op} ${c.target}${c.unit ?? ""}` : "(info)",
     c.pass === undefined ? "" : c.pass ? "PASS" : "FAIL",
   ]);
   return table("Targets", ["", "measured", "target", ""], rows, [56, 10, 10, 4]).replace(/ +$/gm, "");
