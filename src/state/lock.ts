@@ -1,6 +1,20 @@
-import { connect, createServer, type Server, type Socket } from "node:net";
+// The lock that serialises read-count-change on one state directory: flock(2) on the file `lock`
+// inside it. The directory is root's and owner-only, so no other user can open the file, let alone
+// lock it (an abstract Unix socket, the earlier lock, could be bound by any process of the network
+// namespace, hostNetwork pods included, and so stall every pod of the node).
+//
+// Node has no flock call: a child `flock --wait` locks the open file description it inherits from
+// us, then exits; the lock stays with our descriptor until we close it or die (SIGKILL included:
+// the kernel releases it, so a dead holder can never wedge the node). Waiters sleep in the kernel.
+// The wait is bounded per holder, not per queue: each holder writes a fresh sequence number into
+// the file, and a waiter that times out waits again if the holder changed meanwhile. So 200 pods
+// starting at once all get their turn, while one holder that hangs for `stuckMs` makes everyone
+// behind it answer "try again later". The one spawn per operation is what the lock costs (see the
+// README's Performance section); a runtime with a flock call would drop it without changing callers.
+import { spawnSync } from "node:child_process";
+import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from "node:fs";
+import { join } from "node:path";
 import { CniError, ErrorCode } from "../cni/errors.js";
-import { fnv1a } from "../net/hash.js";
 
 export interface HeldLock {
   release(): Promise<void>;
@@ -8,70 +22,72 @@ export interface HeldLock {
   waitedMs: number;
 }
 
-/**
- * The lock that serialises read-count-change on one state directory: an abstract Unix socket
- * bound by the holder. The kernel releases it when the holder exits in any way, SIGKILL included,
- * so a dead holder can never wedge the node and there is no stale-lock recovery to get wrong.
- * Abstract sockets belong to a network namespace; so do the kernel objects the lock protects.
- *
- * Waiters do not poll: each connects to the holder and sleeps until that connection closes (the
- * holder released or died), then tries again. `stuckMs` bounds how long one holder may keep the
- * lock without letting go, not the length of the queue: 200 pods starting at once on 2 cores all
- * get their turn, while a holder that hangs makes everyone behind it answer "try again later".
- */
+export const LOCK_FILE = "lock";
+/** flock's exit status when the wait ran out. */
+const TIMED_OUT = 75;
+
 export async function acquireLock(stateDir: string, stuckMs: number): Promise<HeldLock> {
-  const name = `\0markroute/${fnv1a(stateDir)}/${stateDir.slice(-64)}`;
+  const path = join(stateDir, LOCK_FILE);
+  const fd = openLockFile(path);
   const started = performance.now();
-  for (;;) {
-    const held = await tryBind(name);
-    if (held) return { waitedMs: performance.now() - started, release: held };
-    const outcome = await holderLetsGo(name, stuckMs);
-    if (outcome === "stuck") {
-      throw new CniError(ErrorCode.tryAgainLater, `another markroute operation has held the lock on ${stateDir} for over ${stuckMs} ms; try again later`);
+  try {
+    for (;;) {
+      const seen = readSequence(fd);
+      if (flockWait(fd, path, stuckMs)) {
+        writeSequence(fd, `${process.pid}.${seen + 1}`);
+        return { waitedMs: performance.now() - started, release: async () => closeSync(fd) };
+      }
+      if (readSequence(fd) === seen) {
+        throw new CniError(ErrorCode.tryAgainLater, `another markroute operation has held the lock on ${stateDir} for over ${stuckMs} ms; try again later`);
+      }
     }
+  } catch (err) {
+    closeSync(fd);
+    throw err;
   }
 }
 
-/** Binds the name; on success returns the release function, which also wakes the waiters. */
-function tryBind(name: string): Promise<(() => Promise<void>) | undefined> {
-  return new Promise((resolve, reject) => {
-    const waiters = new Set<Socket>();
-    const server: Server = createServer((socket) => {
-      // Waiters only wait for this connection to close; nothing is read or written.
-      socket.unref();
-      socket.on("error", () => socket.destroy());
-      waiters.add(socket);
-    });
-    server.once("error", (err: NodeJS.ErrnoException) => {
-      if (err.code === "EADDRINUSE") resolve(undefined);
-      else reject(new CniError(ErrorCode.stateStore, `cannot take the markroute lock: ${err.message}`));
-    });
-    server.listen(name, () => {
-      // The lock must not keep the process alive on its own.
-      server.unref();
-      resolve(() => new Promise<void>((done) => {
-        server.close(() => done());
-        for (const w of waiters) w.destroy();
-      }));
-    });
-  });
+/** Opens (or creates) the lock file: never through a symlink, and only if it is root's alone. */
+function openLockFile(path: string): number {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code === "ELOOP" ? "it is a symlink" : (err as Error).message;
+    throw new CniError(ErrorCode.stateStore, `cannot open the lock file ${path}: ${why}`);
+  }
+  const st = fstatSync(fd);
+  const problem = !st.isFile() ? "not a regular file"
+    : st.uid !== process.getuid!() ? `owned by uid ${st.uid}, not by us`
+    : (st.mode & 0o022) !== 0 ? `writable by group or others (mode ${(st.mode & 0o777).toString(8)})` : undefined;
+  if (problem) {
+    closeSync(fd);
+    throw new CniError(ErrorCode.stateStore, `lock file ${path} is ${problem}; refusing to use it`);
+  }
+  return fd;
 }
 
-/** Sleeps until the current holder lets go ("released"), or `stuckMs` pass without that ("stuck"). */
-function holderLetsGo(name: string, stuckMs: number): Promise<"released" | "stuck"> {
-  return new Promise((resolve) => {
-    const socket = connect(name);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      resolve("stuck");
-    }, stuckMs);
-    const released = () => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve("released");
-    };
-    // Closed by the holder's release or death; refused when it let go before we connected.
-    socket.once("close", released);
-    socket.once("error", released);
+/** Locks `fd` through a child; false when `stuckMs` passed first. */
+function flockWait(fd: number, path: string, stuckMs: number): boolean {
+  const res = spawnSync("flock", ["--exclusive", "--wait", String(stuckMs / 1000), "--conflict-exit-code", String(TIMED_OUT), "3"], {
+    stdio: ["ignore", "ignore", "pipe", fd],
+    encoding: "utf8",
   });
+  if (res.status === 0) return true;
+  if (res.status === TIMED_OUT) return false;
+  const missing = (res.error as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
+  throw new CniError(missing ? ErrorCode.pluginNotAvailable : ErrorCode.stateStore,
+    missing ? "flock (util-linux) is not installed on this node" : `cannot lock ${path}: ${res.error?.message ?? res.stderr.trim()}`);
+}
+
+/** The holder's sequence number: it changes with every acquisition. */
+function readSequence(fd: number): number {
+  const buf = Buffer.alloc(64);
+  const n = readSync(fd, buf, 0, buf.length, 0);
+  return Number(/\.(\d+)/.exec(buf.subarray(0, n).toString())?.[1] ?? 0);
+}
+
+function writeSequence(fd: number, text: string): void {
+  // Fixed width, so a shorter value never leaves the tail of a longer one.
+  writeSync(fd, text.padEnd(40, " ") + "\n", 0);
 }

@@ -11,7 +11,6 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { DirectNode, oneJsonObject, type Exit, type Started } from '../lab/direct.ts';
 import { NO_MARKROUTE, markChains, markrouteObjects, nsExec, run, type Backend } from '../lab/index.ts';
-import { fnv1a } from '../../src/net/hash.ts';
 
 const BACKENDS: Backend[] = ['iptables', 'nftables'];
 
@@ -92,7 +91,7 @@ describe('the xtables lock held by another process (iptables backend, legacy var
     expect(node.snapshot()).toEqual(baseline);
     expect(node.records()).toEqual([]);
     expect(node.index()?.dirty ?? false).toBe(false);
-    expect(node.lockSockets()).toEqual([]);
+    expect(node.lockHolders()).toEqual([]);
     await release();
 
     // the runtime retries: the same ADD succeeds, in the legacy variant
@@ -111,7 +110,7 @@ describe('the xtables lock held by another process (iptables backend, legacy var
     expect(refusedDel.ms).toBeLessThan(9000);
     expect(node.snapshot()).toEqual(attached);
     expect(node.records()).toHaveLength(1);
-    expect(node.lockSockets()).toEqual([]);
+    expect(node.lockHolders()).toEqual([]);
     await release();
 
     // the retried DEL succeeds, and the node is as before the first pod
@@ -126,9 +125,9 @@ describe('the xtables lock held by another process (iptables backend, legacy var
 
 // (b) -------------------------------------------------------------------------------------------
 //
-// markroute's own lock: `\0markroute/<fnv1a(stateDir)>/<last 64 chars of stateDir>`, bound by a
-// small node process inside the node namespace (abstract sockets belong to a network namespace).
-// Both backends at once (test.concurrent): each waits out the same 10 s.
+// markroute's own lock: flock(2) on <stateDir>/lock, held here by another root process of the node
+// (as another markroute operation would hold it). Both backends at once (test.concurrent): each
+// waits out the same 10 s.
 describe.concurrent.each(BACKENDS)("markroute's own lock held by another process, %s backend", (backend) => {
   const nodes: DirectNode[] = [];
   afterAll(() => {
@@ -145,14 +144,17 @@ describe.concurrent.each(BACKENDS)("markroute's own lock held by another process
     const before = node.snapshot();
     const recordsBefore = node.records();
 
-    const name = `markroute/${fnv1a(node.stateDir)}/${node.stateDir.slice(-64)}`;
     const holder = node.spawnIn(
-      [process.execPath, '-e', "const s = require('net').createServer(); s.listen('\\0' + process.env.LOCK_NAME, () => console.log('held'));"],
-      { PATH: process.env.PATH ?? '', LOCK_NAME: name }, '', 'markroute lock holder');
+      [process.execPath, '-e', `
+        const fd = require('fs').openSync(process.env.LOCK_FILE, 'r+');
+        require('child_process').spawnSync('flock', ['--exclusive', '3'], { stdio: ['ignore', 'ignore', 'inherit', fd] });
+        console.log('held');
+        setInterval(() => {}, 1 << 30);`],
+      { PATH: process.env.PATH ?? '', LOCK_FILE: join(node.stateDir, 'lock') }, '', 'markroute lock holder');
     try {
       await printed(holder, 'held');
-      // Node 20's libuv binds abstract names over the whole sun_path: /proc shows the NUL padding as '@'
-      expect(node.lockSockets().map((l) => l.split(' ').at(-1)!.replace(/@+$/, ''))).toEqual([`@${name}`]);
+      // /proc/locks names the process that called flock(2): the holder's flock child
+      expect(node.lockHolders()).toHaveLength(1);
 
       const newcomer = node.pod('dual');
       const calls = await Promise.all([
@@ -178,7 +180,7 @@ describe.concurrent.each(BACKENDS)("markroute's own lock held by another process
       await holder.done;
     }
     // the kernel released the lock with its holder: everything goes through at once
-    expect(node.lockSockets()).toEqual([]);
+    expect(node.lockHolders()).toEqual([]);
     const newcomer = node.pod();
     const [add, del] = await Promise.all([node.run('ADD', newcomer), node.run('DEL', anchor)]);
     expect([add.code, del.code], `${add.stdout} ${del.stdout}`).toEqual([0, 0]);

@@ -111,7 +111,7 @@ describe.each(BACKENDS)('SIGKILL anywhere in ADD and DEL, %s backend', (backend)
     const expectConverged = (where: string) => {
       const index = node.index();
       expect(index?.dirty, `${where}: index dirty`).toBe(false);
-      expect(node.lockSockets(), `${where}: lock sockets`).toEqual([]);
+      expect(node.lockHolders(), `${where}: lock sockets`).toEqual([]);
       const records = node.recordObjects();
       const s = node.snapshot();
       const kernel = podElements(s).map((e) => `${e.address},${e.iface}`).sort();
@@ -229,7 +229,7 @@ describe.each(BACKENDS)('SIGKILL anywhere in ADD and DEL, %s backend', (backend)
     expect(node.records()).toEqual([]);
     expect(node.tmpFiles()).toEqual([]);
     expect(node.index()).toMatchObject({ dirty: false, refs: {}, objects: {} });
-    expect(node.lockSockets()).toEqual([]);
+    expect(node.lockHolders()).toEqual([]);
     expect(markrouteObjects(node.snapshot())).toEqual(NO_MARKROUTE);
     expect(node.snapshot()).toEqual(baseline);
 

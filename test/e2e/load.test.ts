@@ -77,6 +77,6 @@ describe.each(BACKENDS)('load, %s backend', (backend) => {
     expect(node.records()).toEqual([]);
     expect(node.tmpFiles()).toEqual([]);
     expect(node.index()).toMatchObject({ dirty: false, refs: {}, objects: {} });
-    expect(node.lockSockets()).toEqual([]);
+    expect(node.lockHolders()).toEqual([]);
   });
 });

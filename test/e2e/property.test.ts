@@ -106,7 +106,7 @@ describe('generated inputs against dist/markroute in one namespace (fast-check)'
       if (node.records().length) fail(`records left: ${node.records().join(', ')}`);
       const index = node.index();
       if (index?.dirty) fail('index left dirty');
-      if (node.lockSockets().length) fail('lock left held');
+      if (node.lockHolders().length) fail('lock left held');
     }
 
     console.info(`property (dist/markroute), ${RUNS} inputs, seed ${SEED}, by outcome:\n${Object.entries(tally).sort().map(([k, n]) => `  ${k.padEnd(28)} ${n}`).join('\n')}`);

@@ -6,7 +6,7 @@
 // killed run's leftovers are swept by the next createLab()/sweepStaleLabs().
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findPlugin, type CniCommand } from './cni.ts';
@@ -233,11 +233,20 @@ export class DirectNode {
   }
 
   /**
-   * markroute's lock sockets bound in the node namespace (abstract names `@markroute/...` in
-   * /proc/net/unix, which shows the reader's own namespace). Empty: nobody holds the lock.
+   * The locks held on markroute's lock file `<stateDir>/lock` (flock(2), as /proc/locks lists them by
+   * inode), by the pid that took each (markroute's flock child). Empty: nobody holds it.
    */
-  lockSockets(): string[] {
-    return nsExec(this.ns, ['cat', '/proc/net/unix']).stdout.split('\n').filter((l) => l.includes('@markroute/'));
+  lockHolders(): number[] {
+    let ino: number;
+    try {
+      ino = statSync(join(this.stateDir, 'lock')).ino;
+    } catch {
+      return [];
+    }
+    return readFileSync('/proc/locks', 'utf8').split('\n')
+      .map((l) => l.trim().split(/\s+/))
+      .filter((f) => f[1] === 'FLOCK' && f[5]?.split(':')[2] === String(ino))
+      .map((f) => Number(f[4]));
   }
 
   /** The JSON lines markroute logged (one per operation). */
