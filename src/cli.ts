@@ -1,4 +1,6 @@
 // The command line for people: what is installed, what an ADD would do, and putting things right.
+import { statSync } from "node:fs";
+import { join } from "node:path";
 import { Command } from "commander";
 import { isPerPod, objectKey, type KernelObject } from "./plan.js";
 import * as commands from "./commands.js";
@@ -61,6 +63,9 @@ export async function cli(args: string[]): Promise<number> {
     .description("re-apply every recorded attachment and remove what no record needs; prints what it fixed")
     .option("--state-dir <dir>", "state directory", DEFAULT_STATE_DIR)
     .action(async (opts: { stateDir: string }) => {
+      // Reconcile writes (records, index), but only where markroute has attached pods: a mistyped
+      // --state-dir must not be created, as status and explain refuse it.
+      requireStateDir(opts.stateDir);
       const summary = await withState(opts.stateDir, (tx) => {
         const repaired = repairsOf(tx.sharedDrift());
         tx.reconcile();
@@ -80,6 +85,17 @@ export async function cli(args: string[]): Promise<number> {
     process.stderr.write(`markroute: ${(err as Error).message}\n`);
     return 1;
   }
+}
+
+/** Refuses a state directory that does not exist (or holds no attachments directory), as `withState`'s readOnly does. */
+function requireStateDir(stateDir: string): void {
+  let dir = false;
+  try {
+    dir = statSync(join(stateDir, "attachments")).isDirectory();
+  } catch {
+    // reported below
+  }
+  if (!dir) throw new Error(`state directory ${stateDir} does not exist (or holds no attachments directory): nothing was attached with it, nothing to reconcile`);
 }
 
 interface StatusReport {

@@ -37,7 +37,7 @@ const K8S_NAME = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
 /** The CNI parameters that name a pod's attachment and where its interface is. */
 export type PodRequest = Pick<CniRequest, "containerId" | "ifName" | "netns" | "args">;
 
-export function attachmentOf(config: Config, req: PodRequest): Attachment {
+export function attachmentOf(config: Pick<Config, "name">, req: PodRequest): Attachment {
   const podNamespace = req.args.get("K8S_POD_NAMESPACE");
   const podName = req.args.get("K8S_POD_NAME");
   const k8s = podNamespace && podName && K8S_NAME.test(podNamespace) && K8S_NAME.test(podName);
@@ -92,16 +92,26 @@ const POD_ANNOTATIONS = "io.kubernetes.cri.pod-annotations";
 export function selectedMark(config: Config): MarkSpec | undefined {
   if (config.mode === "transparent-tunnel") return config.marks[0];
   const annotations = config.runtimeConfig?.[POD_ANNOTATIONS];
+  // Go runtimes send a pod without annotations as null; anything but an object of strings is no runtime's.
+  if (annotations === undefined || annotations === null) return undefined;
+  const field = `runtimeConfig["${POD_ANNOTATIONS}"]`;
+  if (typeof annotations !== "object" || Array.isArray(annotations)) {
+    throw new CniError(ErrorCode.invalidConfig, `invalid netconf: ${field}: must be an object of pod annotations (name to string), got ${kindOf(annotations)}`);
+  }
   // Own properties only: an annotation key such as "constructor" must not find Object's.
-  const name = annotations && typeof annotations === "object" && Object.hasOwn(annotations, config.annotation)
-    ? (annotations as Record<string, unknown>)[config.annotation]
-    : undefined;
+  const name = Object.hasOwn(annotations, config.annotation) ? (annotations as Record<string, unknown>)[config.annotation] : undefined;
   if (name === undefined) return undefined;
+  if (typeof name !== "string") {
+    throw new CniError(ErrorCode.invalidConfig, `invalid netconf: ${field}["${config.annotation}"]: the pod annotation must be a string naming an entry of marks, got ${kindOf(name)}`);
+  }
   const mark = config.marks.find((m) => m.name === name);
   if (mark) return mark;
   throw new CniError(ErrorCode.invalidConfig,
-    `invalid netconf: marks: the pod's annotation ${config.annotation}=${JSON.stringify(String(name).slice(0, 64))} names no entry of marks; known: ${config.marks.map((m) => m.name).join(", ")}`);
+    `invalid netconf: marks: the pod's annotation ${config.annotation}=${JSON.stringify(name.slice(0, 64))} names no entry of marks; known: ${config.marks.map((m) => m.name).join(", ")}`);
 }
+
+/** A JSON value's kind, for messages: "null", "an array", "a number"... */
+const kindOf = (v: unknown) => (v === null ? "null" : Array.isArray(v) ? "an array" : typeof v === "object" ? "an object" : `a ${typeof v}`);
 
 /** What an ADD decides before it takes the lock (from its inputs and the kernel, not the state): where the pod's packets arrive, and its mark. */
 export interface AddDecision {
@@ -151,8 +161,12 @@ export async function add(config: Config, req: CniRequest, { probe, kernel }: Ef
   return { result: result(), summary, ...(warnings.length ? { warning: warnings.join(". ") } : {}) };
 }
 
-/** DEL removes what ADD recorded, whatever the netconf says now; nothing recorded is success. */
-export async function del(config: Config, req: CniRequest, { kernel }: Pick<Effects, "kernel"> = { kernel: linuxKernel }): Promise<Outcome> {
+/**
+ * DEL removes what ADD recorded, whatever the netconf says now: it needs only the network's name
+ * and the state directory (config.delTargetOf), so that a netconf that no longer validates never
+ * stops the runtime's cleanup. Nothing recorded is success.
+ */
+export async function del(config: Pick<Config, "name" | "stateDir">, req: PodRequest, { kernel }: Pick<Effects, "kernel"> = { kernel: linuxKernel }): Promise<Outcome> {
   const id = attachmentId(attachmentOf(config, req));
   const summary = await withState(config.stateDir, (tx) => {
     tx.remove(id);
@@ -176,22 +190,47 @@ export async function check(config: Config, req: CniRequest): Promise<Outcome> {
   return {};
 }
 
-/** GC (CNI 1.1): removes this network's attachments that the runtime no longer lists. */
-export async function gc(config: Config): Promise<Outcome> {
-  const valid = new Set((config.validAttachments ?? []).map((a) => `${a.containerID}/${a.ifname}`));
+/**
+ * GC (CNI 1.1): removes this network's attachments that the runtime no longer lists. Without the
+ * list there is nothing to tell valid from stale: refused, nothing removed (an empty list is the
+ * runtime saying that none is valid).
+ */
+export async function gc(config: Config, { kernel }: Pick<Effects, "kernel"> = { kernel: linuxKernel }): Promise<Outcome> {
+  if (!config.validAttachments) {
+    throw new CniError(ErrorCode.invalidConfig,
+      `invalid netconf: cni.dev/valid-attachments: missing; GC removes every attachment of network ${config.name} that this list does not name, so without it nothing is removed (an empty list means none is valid)`);
+  }
+  const valid = new Set(config.validAttachments.map((a) => `${a.containerID}/${a.ifname}`));
   const summary = await withState(config.stateDir, (tx) => {
     for (const r of tx.records()) {
       const a = r.attachment;
       if (a.network === config.name && !valid.has(`${a.containerId}/${a.ifName}`)) tx.remove(r.id);
     }
     return tx.summary;
-  });
+  }, { kernel });
   return { summary };
 }
 
-/** STATUS (CNI 1.1): code 50 with the reason when this node cannot serve ADD. */
+/**
+ * STATUS (CNI 1.1): code 50 with the reason when this node cannot serve ADD: what ADD would find,
+ * each routed mark's way out (an uplink the netconf names must exist here), then the tools.
+ */
 export function status(config: Config, probe: NodeProbe = linuxProbe()): Outcome {
-  const { facts } = nodeFacts(config, config.marks.find((m) => m.routing), [4, 6], probe);
+  const routed = config.marks.filter((m) => m.routing);
+  const { facts, detected } = nodeFacts(config, routed[0], [4, 6], probe);
+  for (const mark of routed) {
+    // Backend and the main table's default routes as read once for the first mark.
+    const { uplinks } = mark === routed[0] ? facts : nodeFacts(config, mark, [4, 6], probe, { ...facts, uplinks: detected }).facts;
+    const field = config.mode === "transparent-tunnel" ? "uplink" : `marks.${mark.name}.uplink`;
+    if (!uplinks[4] && !uplinks[6]) {
+      throw new CniError(ErrorCode.pluginNotAvailable, "no uplink: the main table has no default route with a gateway, and the netconf sets none");
+    }
+    for (const dev of new Set(Object.values(uplinks).map((u) => u.dev))) {
+      if (!probe.linkExists(dev)) {
+        throw new CniError(ErrorCode.pluginNotAvailable, `${field}: uplink ${dev} does not exist on this node: an ADD would fail (code 102) until it does`);
+      }
+    }
+  }
   const tools = facts.backend === "nftables"
     ? [["nft", "--version"]]
     : [["ipset", "version"], [`iptables-${facts.iptablesVariant}-restore`, "--version"]];
@@ -203,9 +242,6 @@ export function status(config: Config, probe: NodeProbe = linuxProbe()): Outcome
       // not installed: reported below
     }
     if (!works) throw new CniError(ErrorCode.pluginNotAvailable, `${tool[0]} is missing or broken on this node (backend ${facts.backend})`);
-  }
-  if (config.marks.some((m) => m.routing) && !facts.uplinks[4] && !facts.uplinks[6]) {
-    throw new CniError(ErrorCode.pluginNotAvailable, "no uplink: the main table has no default route with a gateway, and the netconf sets none");
   }
   return {};
 }

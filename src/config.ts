@@ -1,7 +1,7 @@
 import * as z from "zod/mini";
 import { en } from "zod/locales";
 import { CniError, ErrorCode } from "./cni/errors.js";
-import { parseCidr, familyOf, canonicalAddress, type Cidr } from "./net/cidr.js";
+import { parseCidr, familyOf, canonicalAddress, hasZone, inCidr, type Cidr } from "./net/cidr.js";
 import { fnv1a } from "./net/hash.js";
 import { hex } from "./net/hex.js";
 
@@ -9,6 +9,11 @@ export const DEFAULT_STATE_DIR = "/var/lib/cni/markroute";
 export const DEFAULT_LOG_FILE = "/var/log/markroute.log";
 
 z.config(en());
+
+const SAFE_PATH_RULE = "must be an absolute path of letters, digits, _ . - below / (no . or .. component)";
+/** An absolute path of safe characters, not `/` itself, without `.` or `..` components (which could climb out of where it seems to be). */
+export const isSafePath = (path: string) =>
+  /^(\/[A-Za-z0-9_.-]+)+\/?$/.test(path) && !path.split("/").some((c) => c === "." || c === "..") && path.length <= 1024;
 
 export const SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] as const;
 
@@ -25,13 +30,30 @@ const u32 = (what: string) =>
 const toU32 = (v: number | string) => (typeof v === "number" ? v : Number(v));
 
 /** Whether an IPv6 address (already known to be one) lies in `prefix`. */
-const inPrefix6 = (address: string, prefix: string) =>
-  familyOf(address) === 6 && parseCidr(`${address}/${prefix.split("/")[1]}`).text === prefix;
+const inPrefix6 = (address: string, prefix: string) => familyOf(address) === 6 && inCidr(address, prefix);
+
+// An IPv6 zone (fe80::1%eth0) is refused wherever an address is taken: the tools take none, and
+// the device of a link-local next hop is the netconf's `uplink`.
+const NO_ZONE = "must not carry an IPv6 zone (%...): give the address alone; a link-local gateway's device is `uplink`";
+const noZone = z.refine<string>((s) => !hasZone(s), NO_ZONE);
 
 const ifname = z.string().check(z.regex(IFNAME, "must be an interface name: 1-15 of A-Z a-z 0-9 _ . @ -, starting with a letter or digit"));
+// "all" and "default" name the kernel's per-family defaults (/proc/sys/net/ipv4/conf/all/...), never
+// an interface (the kernel refuses to create one so named); `ip` reads any other word after `dev` as a name.
+const RESERVED_IFNAMES = ["all", "default"];
+const uplinkName = ifname.check(z.refine((s) => !RESERVED_IFNAMES.includes(s),
+  `must name an interface; "all" and "default" are the kernel's sysctl defaults (net.ipv4.conf.all/default), not devices`));
 const address = (family: 4 | 6) =>
-  z.string().check(z.refine((s) => familyOf(s) === family, `must be an IPv${family} address`));
-const cidrList = z.array(z.string().check(z.refine((s) => { try { parseCidr(s); return true; } catch { return false; } }, "must be an IPv4 or IPv6 CIDR such as 10.0.0.0/16")));
+  z.string().check(noZone, z.refine((s) => hasZone(s) || familyOf(s) === family, `must be an IPv${family} address`));
+// A policy route's next hop: the kernel takes 0.0.0.0 as "no gateway" (a device route CHECK never
+// finds as planned), and refuses loopback, multicast and broadcast ones.
+const NOT_A_NEXT_HOP: Record<4 | 6, string[]> = {
+  4: ["0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32"],
+  6: ["::/128", "::1/128", "ff00::/8", "::ffff:0.0.0.0/96"],
+};
+const gatewayAddress = (family: 4 | 6) => address(family).check(z.refine((s) => !NOT_A_NEXT_HOP[family].some((p) => inCidr(s, p)),
+  `must be a unicast next hop on the uplink's network: unspecified (${family === 4 ? "0.0.0.0" : "::"}), loopback, multicast and ${family === 4 ? "broadcast" : "IPv4-mapped"} addresses are not; leave it out for the main table's default route, or a device route with \`uplink\``));
+const cidrList = z.array(z.string().check(noZone, z.refine((s) => { try { parseCidr(s); return true; } catch { return hasZone(s); } }, "must be an IPv4 or IPv6 CIDR such as 10.0.0.0/16")));
 
 const prevResultSchema = z.looseObject({
   cniVersion: z.optional(z.string()),
@@ -43,7 +65,7 @@ const prevResultSchema = z.looseObject({
     sandbox: z.optional(z.string()),
   }))), []),
   ips: z._default(z.optional(z.array(z.looseObject({
-    address: z.string().check(z.refine((s) => { try { return s.includes("/") && !!parseCidr(s); } catch { return false; } }, "must be an address with prefix such as 10.244.0.5/24")),
+    address: z.string().check(noZone, z.refine((s) => { try { return s.includes("/") && !!parseCidr(s); } catch { return hasZone(s); } }, "must be an address with prefix such as 10.244.0.5/24")),
     interface: z.optional(z.number().check(z.int(), z.minimum(0))),
   }))), []),
 });
@@ -80,9 +102,9 @@ const markEntry = z.strictObject({
   mask: z.optional(u32("mask")),
   table: z.optional(tableNumber),
   rulePriority: z.optional(rulePriority),
-  uplink: z.optional(ifname),
-  gateway: z.optional(address(4)),
-  gateway6: z.optional(address(6)),
+  uplink: z.optional(uplinkName),
+  gateway: z.optional(gatewayAddress(4)),
+  gateway6: z.optional(gatewayAddress(6)),
 });
 const MARK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 // Kubernetes annotation keys: an optional DNS prefix and a name.
@@ -98,9 +120,9 @@ const netconfSchema = z.strictObject({
   table: z._default(z.optional(tableNumber), 100),
   rulePriority: z._default(z.optional(rulePriority), 32765),
   suppressMainPrefixLength: z.optional(z.number().check(z.int(), z.minimum(0), z.maximum(128))),
-  uplink: z.optional(ifname),
-  gateway: z.optional(address(4)),
-  gateway6: z.optional(address(6)),
+  uplink: z.optional(uplinkName),
+  gateway: z.optional(gatewayAddress(4)),
+  gateway6: z.optional(gatewayAddress(6)),
   serviceCIDRs: z._default(z.optional(cidrList), []),
   excludeCIDRs: z._default(z.optional(cidrList), []),
   backend: z._default(z.optional(z.enum(["auto", "iptables", "nftables"])), "auto"),
@@ -114,8 +136,8 @@ const netconfSchema = z.strictObject({
   rpFilter: z._default(z.optional(z.enum(["loose", "unchanged"])), "loose"),
   // 30 s, as kube-proxy resyncs: while a pod starts every second, one ADD in thirty pays the read-back (~10 ms).
   driftCheckSeconds: z._default(z.optional(z.number().check(z.int(), z.minimum(0), z.maximum(86400))), 30),
-  stateDir: z._default(z.optional(z.string().check(z.regex(/^\/[A-Za-z0-9_.\/-]*$/, "must be an absolute path of letters, digits, _ . / -"))), DEFAULT_STATE_DIR),
-  logFile: z._default(z.optional(z.string().check(z.regex(/^(\/[A-Za-z0-9_.\/-]*|stderr)$/, "must be an absolute path or \"stderr\""))), DEFAULT_LOG_FILE),
+  stateDir: z._default(z.optional(z.string().check(z.refine(isSafePath, SAFE_PATH_RULE))), DEFAULT_STATE_DIR),
+  logFile: z._default(z.optional(z.string().check(z.refine((f) => f === "stderr" || isSafePath(f), `${SAFE_PATH_RULE}, or "stderr"`))), DEFAULT_LOG_FILE),
   logLevel: z._default(z.optional(z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"])), "info"),
 });
 
@@ -205,6 +227,11 @@ export function parseConfig(raw: unknown): Config {
     invalid(issue.path.join(".") || "netconf", inner ?? issue.message);
   }
   const c = parsed.data;
+  // A record drops a "__proto__" key (JSON.parse makes it an own property): a mark so named would vanish silently.
+  const rawMarks = (raw as { marks?: unknown }).marks;
+  if (rawMarks && typeof rawMarks === "object" && Object.hasOwn(rawMarks, "__proto__")) {
+    invalid("marks.__proto__", "names must be 1-63 of letters, digits, _ . -, starting with a letter or digit");
+  }
   // fwmark's netconf has `marks` and no `mode`: it works unchanged.
   const mode = c.mode ?? (c.marks ? "annotated" : "transparent-tunnel");
   const given = (field: string) => Object.hasOwn(raw as object, field);
@@ -264,4 +291,25 @@ export function parseConfig(raw: unknown): Config {
     runtimeConfig: c.runtimeConfig,
     validAttachments: c["cni.dev/valid-attachments"] ?? c["cni.dev/attachments"],
   };
+}
+
+/**
+ * What DEL needs of a netconf that does not validate: the network's name and the state directory
+ * (DEL removes what the record says, whatever the netconf says now). Undefined when no ADD could
+ * have recorded anything under them (an invalid name or stateDir was never accepted).
+ */
+export function delTargetOf(raw: unknown): { name: string; stateDir: string } | undefined {
+  const r = (typeof raw === "object" && raw !== null ? raw : {}) as { name?: unknown; stateDir?: unknown };
+  const stateDir = r.stateDir === undefined ? DEFAULT_STATE_DIR : r.stateDir;
+  const name = r.name;
+  if (typeof name !== "string" || !CNI_NAME.test(name) || name.length > 64) return undefined;
+  if (typeof stateDir !== "string" || !isSafePath(stateDir)) return undefined;
+  return { name, stateDir };
+}
+
+/** Where a netconf that does not validate asked to be logged: its logFile if that is a valid one, the default if it names none, else stderr. */
+export function logFileOf(raw: unknown): string {
+  const logFile = (typeof raw === "object" && raw !== null ? raw : {}) as { logFile?: unknown };
+  if (logFile.logFile === undefined) return DEFAULT_LOG_FILE;
+  return typeof logFile.logFile === "string" && (logFile.logFile === "stderr" || isSafePath(logFile.logFile)) ? logFile.logFile : "stderr";
 }

@@ -1,5 +1,6 @@
 // Routing objects, whatever marks the packets: ip rules, the policy table's default route, rp_filter.
 import { readFileSync, writeFileSync } from "node:fs";
+import { CniError, ErrorCode } from "../cni/errors.js";
 import { mustRun, runTool, toolFailure } from "../kernel/exec.js";
 import type { Family } from "../net/cidr.js";
 import { hex } from "../net/hex.js";
@@ -59,14 +60,44 @@ export interface RouteBatch {
 /** One `ip -batch` per family. Callers pass only what is absent (adds) or present (deletes), so no line fails on state. */
 export function applyRouteBatch(family: Family, b: RouteBatch): void {
   const lines = [
-    ...b.replaceRoutes.map((r) => ["route", "replace", "default", "via", r.gateway, "dev", r.dev, "table", String(r.table)]),
+    // Without a gateway, a device route (a point-to-point uplink): no "via" at all.
+    ...b.replaceRoutes.map((r) => ["route", "replace", "default", ...(r.gateway ? ["via", r.gateway] : []), "dev", r.dev, "table", String(r.table)]),
     ...b.addRules.map((r) => ["rule", "add", ...ruleArgs(r)]),
     ...b.addSuppress.map((r) => ["rule", "add", "from", "all", ...suppressArgs(r)]),
     ...b.delRules.map((r) => ["rule", "del", ...ruleArgs(r)]),
     ...b.delSuppress.map((r) => ["rule", "del", "from", "all", ...suppressArgs(r)]),
     ...b.delRoutes.map((r) => ["route", "del", "default", "table", String(r.table)]),
   ];
-  if (lines.length) mustRun(["ip", `-${family}`, "-batch", "-"], lines.map((l) => l.join(" ")).join("\n") + "\n");
+  if (!lines.length) return;
+  const argv = ["ip", `-${family}`, "-batch", "-"];
+  const input = lines.map((l) => l.join(" ")).join("\n") + "\n";
+  const out = runTool(argv, input);
+  if (out.status === 0) return;
+  // `ip -batch` stops at the first line the kernel refuses and says which ("Command failed -:N").
+  const failed = Number(/Command failed -:(\d+)/.exec(out.stderr)?.[1] ?? 0);
+  const route = failed >= 1 && failed <= b.replaceRoutes.length ? b.replaceRoutes[failed - 1] : undefined;
+  throw (route && routeRefusal(family, route, out.stderr)) ?? toolFailure(argv, out, input);
+}
+
+/**
+ * A policy route the kernel refuses for what the netconf (or the node) gave it, as an error naming
+ * the field: the gateway is not reachable through the uplink, or the uplink does not exist. The
+ * tool's own words and the batch stay in `details`.
+ */
+export function routeRefusal(family: Family, r: PolicyRoute, stderr: string): CniError | undefined {
+  const said = stderr.replace(/\s*Command failed -:\d+\s*$/, "").trim();
+  const details = `ip -${family} route replace default ${r.gateway ? `via ${r.gateway} ` : ""}dev ${r.dev} table ${r.table}: ${said}`;
+  const gw = family === 4 ? "gateway" : "gateway6";
+  if (/Cannot find device/.test(stderr)) {
+    return new CniError(ErrorCode.nodeNotReady, `uplink ${r.dev} does not exist on this node (netconf field "uplink"): the policy route of table ${r.table} needs it`, details);
+  }
+  if (/Nexthop has invalid gateway|No route to host|Network is unreachable|Invalid gateway address|Gateway can not be a local address|Nexthop device is not up/.test(stderr)) {
+    return new CniError(ErrorCode.invalidConfig,
+      `invalid netconf: ${gw}: the kernel refuses ${r.gateway} as the next hop on uplink ${r.dev} for table ${r.table} (${said}); ` +
+      `set "${gw}" to a router on ${r.dev}'s network (not the node's own address), or "uplink" to the interface that reaches it, and check that ${r.dev} is up`,
+      details);
+  }
+  return undefined;
 }
 
 /** The main table's default route with a gateway (never "via 0.0.0.0"), lowest metric first. */

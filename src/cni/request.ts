@@ -35,7 +35,17 @@ export function parseEnvironment(env: NodeJS.ProcessEnv): CniRequest {
     if (!IFNAME.test(ifName)) badEnv(`CNI_IFNAME must be an interface name of 1-15 letters, digits, _ . @ -, got "${ifName}"`);
     if (command !== "DEL" && !netns.startsWith("/")) badEnv(`CNI_NETNS must be the absolute path of the container's network namespace for ${command}, got "${netns}"`);
   }
-  return { command, containerId, ifName, netns, args: parseCniArgs(env.CNI_ARGS ?? "") };
+  return { command, containerId, ifName, netns, args: argsFor(command, env.CNI_ARGS ?? "") };
+}
+
+/** CNI_ARGS only name the pod in comments: DEL needs none, so malformed ones do not stop it. */
+function argsFor(command: Command, text: string): Map<string, string> {
+  try {
+    return parseCniArgs(text);
+  } catch (err) {
+    if (command === "DEL") return new Map();
+    throw err;
+  }
 }
 
 /** CNI_ARGS: "K=V;K2=V2". */

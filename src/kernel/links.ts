@@ -84,6 +84,22 @@ export function parseIgmp(text: string): Map<number, string> {
   return names;
 }
 
+/**
+ * The names of this namespace's interfaces (up or down) from /proc/net/dev: one read, always the
+ * reading process's namespace (/sys/class/net may be another's where /sys was not remounted).
+ */
+export function parseNetDev(text: string): Set<string> {
+  const names = new Set<string>();
+  // Two header lines, then "  name: counters..."; the kernel allows no ':' in a name.
+  for (const line of text.split("\n").slice(2)) {
+    const colon = line.indexOf(":");
+    if (colon > 0) names.add(line.slice(0, colon).trim());
+  }
+  return names;
+}
+
+export const linkNames = (): Set<string> => parseNetDev(readFileSync("/proc/net/dev", "utf8"));
+
 const sysNet = (name: string, file: string) => `/sys/class/net/${name}/${file}`;
 const readNumber = (path: string): number | undefined => {
   try {

@@ -13,6 +13,8 @@ export interface FakeNode {
   masters?: Record<string, string>;
   /** netns path → its interfaces, each with its peer on the node (if any) */
   pods?: Record<string, { iface: PodInterface; peer?: HostLink }[]>;
+  /** Interfaces of the node besides those named above (uplinks, masters, pods' peers exist). */
+  links?: string[];
 }
 
 /** A probe answering from `node`, and the questions it was asked (to show what an ADD read). */
@@ -30,6 +32,14 @@ export function fakeProbe(node: FakeNode = {}): NodeProbe & { asked: string[] } 
       const found = podsIn(netns).find((p) => p.iface.ifName === ifName);
       if (!found) throw new CniError(ErrorCode.invalidConfig, `invalid netconf: prevResult: no interface ${ifName} in CNI_NETNS ${netns}`);
       return found.iface;
+    },
+    linkExists: (dev) => {
+      asked.push(`linkExists ${dev}`);
+      const named = [
+        ...(node.links ?? []), ...Object.values(node.uplinks ?? {}).map((u) => u.dev),
+        ...Object.entries(node.masters ?? {}).flat(), ...Object.values(node.pods ?? {}).flat().flatMap((p) => (p.peer ? [p.peer.name] : [])),
+      ];
+      return named.includes(dev);
     },
     hostPeer: (pod) => {
       asked.push(`hostPeer ${pod.ifName}`);

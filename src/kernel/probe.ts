@@ -5,7 +5,7 @@ import { nftWorks } from "../backend/nftables.js";
 import { detectUplink, linkMasters } from "../backend/iproute.js";
 import type { Family } from "../net/cidr.js";
 import type { IptablesVariant, Uplink } from "../plan.js";
-import { findHostPeer, readPodInterface, type HostLink, type PodInterface } from "./links.js";
+import { findHostPeer, linkNames, readPodInterface, type HostLink, type PodInterface } from "./links.js";
 
 export type { HostLink, PodInterface } from "./links.js";
 
@@ -22,10 +22,13 @@ export interface NodeProbe {
   podInterface(netns: string, ifName: string): PodInterface;
   /** Its peer in the node's namespace, if it has one there. */
   hostPeer(pod: PodInterface): HostLink | undefined;
+  /** Whether an interface of this name exists in the node's namespace (up or down). */
+  linkExists(dev: string): boolean;
 }
 
 export function linuxProbe(): NodeProbe {
   let masters: Map<string, string> | undefined;
+  let links: Set<string> | undefined;
   return {
     defaultUplink: detectUplink,
     nftWorks,
@@ -34,5 +37,7 @@ export function linuxProbe(): NodeProbe {
     masterOf: (iface) => (masters ??= linkMasters()).get(iface),
     podInterface: readPodInterface,
     hostPeer: findHostPeer,
+    // One read of /proc/net/dev, however many interfaces are asked about.
+    linkExists: (dev) => (links ??= linkNames()).has(dev),
   };
 }

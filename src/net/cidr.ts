@@ -60,8 +60,45 @@ function maskWords(words: number[], family: Family, prefix: number): number[] {
   });
 }
 
+/**
+ * The family of a bare address, or undefined for anything else. An IPv6 zone (`fe80::1%eth0`),
+ * which node:net accepts, is not an address here: no tool markroute feeds takes one (the words
+ * would come out as `fe80::NaN`), and a link-local next hop goes with its device (`uplink`).
+ */
 export function familyOf(address: string): Family | undefined {
+  if (hasZone(address)) return undefined;
   return isIPv4(address) ? 4 : isIPv6(address) ? 6 : undefined;
+}
+
+/** Whether `text` carries an IPv6 zone suffix (`%eth0`, `%2`), which no address markroute takes may have. */
+export const hasZone = (text: string): boolean => text.includes("%");
+
+/** Whether the bare address `address` lies in `cidr` ("fe80::/10"); false for another family or a non-address. */
+export function inCidr(address: string, cidr: string): boolean {
+  const [base = "", len = ""] = cidr.split("/");
+  const family = familyOf(address);
+  if (!family || familyOf(base) !== family) return false;
+  return parseCidr(`${address}/${len}`).text === parseCidr(cidr).text;
+}
+
+/** The first and last address of a CIDR as words (octets or 16-bit groups), for ordering and containment without BigInt. */
+export function cidrRange(cidr: string): { family: Family; prefix: number; first: number[]; last: number[] } {
+  const { family, text } = parseCidr(cidr);
+  const [address = "", len = ""] = text.split("/");
+  const prefix = Number(len);
+  const first = toWords(address, family);
+  const wb = wordBits(family);
+  const last = first.map((w, i) => {
+    const kept = Math.min(Math.max(prefix - i * wb, 0), wb);
+    return kept === wb ? w : w | ((1 << (wb - kept)) - 1);
+  });
+  return { family, prefix, first, last };
+}
+
+/** Orders word arrays of one family as the addresses they spell. */
+export function compareWords(a: number[], b: number[]): number {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
+  return 0;
 }
 
 /** Canonical text of a bare address (IPv6 compressed as the kernel tools print it). */
@@ -74,6 +111,7 @@ export function canonicalAddress(address: string): string {
 /** Parses "addr/len" (len optional for a host); throws a message fit for a config error. */
 export function parseCidr(text: string): Cidr {
   const [address = "", len, extra] = text.split("/");
+  if (hasZone(address)) throw new Error(`"${text}" carries an IPv6 zone (%...): not allowed here`);
   const family = familyOf(address);
   if (!family || extra !== undefined) throw new Error(`"${text}" is not an IPv4 or IPv6 CIDR`);
   const max = bitsOf(family);

@@ -1,8 +1,9 @@
 // The state directory: one record per attachment (the truth), and an index (a cache of what the
 // records add up to, so an operation reads one file instead of every pod's).
-import { closeSync, constants, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, constants, lstatSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CniError, ErrorCode } from "../cni/errors.js";
+import { secureDirectory } from "./safe-path.js";
 import type { AttachmentPlan, KernelObject, NodeFacts } from "../plan.js";
 
 /** Records are version 1; the index, a cache rebuilt from them, is version 2 (counts instead of holder lists). */
@@ -85,22 +86,12 @@ export class StateStore implements StateStorage {
   }
 
   /**
-   * Creates the directory owner-only (or, for a reader, requires it); refuses one that is a
-   * symlink or owned by someone else.
+   * Creates the directory owner-only (or, for a reader, requires it); refuses one that anyone but
+   * root could redirect or write (safe-path.ts), checked before anything is made.
    */
   ensure(create: boolean): void {
-    if (!create && !existsSync(this.recordsDir)) {
+    if (!secureDirectory(this.dir, create) || !secureDirectory(this.recordsDir, create)) {
       throw new CniError(ErrorCode.stateStore, `state directory ${this.dir} does not exist (or holds no attachments directory): nothing was attached with it`);
-    }
-    try {
-      mkdirSync(this.recordsDir, { recursive: true, mode: 0o700 });
-    } catch (err) {
-      storeError(`cannot create state directory ${this.dir}`, err);
-    }
-    for (const path of [this.dir, this.recordsDir]) {
-      const st = lstatSync(path);
-      if (st.isSymbolicLink() || !st.isDirectory()) throw new CniError(ErrorCode.stateStore, `state directory ${path} is a symlink or not a directory; refusing to use it`);
-      if (st.uid !== process.getuid!()) throw new CniError(ErrorCode.stateStore, `state directory ${path} is owned by uid ${st.uid}, not by us; refusing to use it`);
     }
   }
 
@@ -120,9 +111,15 @@ export class StateStore implements StateStorage {
     return join(this.recordsDir, `${id}.json`);
   }
 
+  /** The record, or undefined when there is none; one of the wrong shape is error 101 naming its file. */
   readRecord(id: string): AttachmentRecord | undefined {
-    const rec = readJson<AttachmentRecord>(this.recordPath(id));
-    return rec && { ...rec, objects: rec.objects.map(upgradeObject) };
+    const path = this.recordPath(id);
+    const rec = readJson<unknown>(path);
+    if (rec === undefined) return undefined;
+    const problem = recordProblem(rec, id);
+    if (problem) throw new CniError(ErrorCode.stateStore, `record ${path} is malformed: ${problem}`);
+    const r = rec as AttachmentRecord;
+    return { ...r, objects: r.objects.map(upgradeObject) };
   }
 
   writeRecord(rec: AttachmentRecord): void {
@@ -159,6 +156,31 @@ export class StateStore implements StateStorage {
       .map((n) => this.readRecord(n.slice(0, -".json".length)))
       .filter((r): r is AttachmentRecord => r !== undefined);
   }
+}
+
+const OBJECT_KINDS = ["ipset", "element", "markChain", "nftTable", "nftElement", "linkGroup", "rule", "suppressRule", "route", "rpFilter"];
+
+/**
+ * What makes a record's JSON unusable (the fields its readers rely on), or undefined when it is
+ * usable. `id` is the file's: a record naming another attachment would make DEL or GC act on that one.
+ */
+export function recordProblem(rec: unknown, id: string): string | undefined {
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+  const kind = (v: unknown) => (v === null ? "null" : Array.isArray(v) ? "an array" : typeof v);
+  if (!isObject(rec)) return `expected a JSON object, found ${kind(rec)}`;
+  if (rec.id !== id) return `id: expected "${id}" (the file's name), found ${JSON.stringify(rec.id) ?? "none"}`;
+  if (typeof rec.createdAt !== "string") return "createdAt: expected a string";
+  const a = rec.attachment;
+  if (!isObject(a)) return "attachment: expected an object";
+  for (const f of ["network", "containerId", "ifName"]) if (typeof a[f] !== "string") return `attachment.${f}: expected a string`;
+  const h = rec.hostMatch;
+  if (!isObject(h)) return "hostMatch: expected an object";
+  if (typeof h.iface !== "string") return "hostMatch.iface: expected a string";
+  if (!Array.isArray(h.addresses)) return "hostMatch.addresses: expected an array";
+  if (!Array.isArray(rec.objects)) return `objects: expected an array, found ${kind(rec.objects)}`;
+  const bad = rec.objects.findIndex((o) => !isObject(o) || !OBJECT_KINDS.includes(o.kind as string));
+  if (bad >= 0) return `objects.${bad}: expected a kernel object (kind one of ${OBJECT_KINDS.join(", ")})`;
+  return undefined;
 }
 
 /**

@@ -1,6 +1,6 @@
 // net/cidr: canonical text exactly as `ip` and iptables-save print it, and refusal of bad input.
 import { describe, expect, test } from 'vitest';
-import { canonicalAddress, familyOf, hostAddress, parseCidr } from '../../src/net/cidr.ts';
+import { canonicalAddress, cidrRange, compareWords, familyOf, hasZone, hostAddress, inCidr, parseCidr } from '../../src/net/cidr.ts';
 
 describe('parseCidr', () => {
   test.each([
@@ -111,5 +111,52 @@ describe('hostAddress', () => {
 
   test('refuses what is not an address', () => {
     expect(() => hostAddress('pod/24')).toThrow('"pod/24" is not an IP address');
+  });
+});
+
+// node:net's isIPv6 accepts a zone ("fe80::1%eth0"); the words parser read it as fe80::NaN. An
+// address with a zone is no address here, wherever it comes from.
+describe('IPv6 zones', () => {
+  test.each(['fe80::1%eth0', 'fe80::%eth0', 'fe80::1%2', 'fd00::1%lo', '::ffff:10.0.0.1%eth0'])('%s is not an address', (a) => {
+    expect(hasZone(a)).toBe(true);
+    expect(familyOf(a)).toBeUndefined();
+    expect(() => canonicalAddress(a)).toThrow(`"${a}" is not an IP address`);
+    expect(() => parseCidr(a)).toThrow(`"${a}" carries an IPv6 zone (%...): not allowed here`);
+    expect(() => parseCidr(`${a}/64`)).toThrow('carries an IPv6 zone');
+    expect(() => hostAddress(`${a}/64`)).toThrow('is not an IP address');
+    expect(inCidr(a, 'fe80::/10')).toBe(false);
+  });
+
+  test('a zone after the prefix length is refused too', () => {
+    expect(() => parseCidr('fe80::/64%eth0')).toThrow('has a prefix length outside 0-128');
+  });
+});
+
+describe('inCidr and cidrRange', () => {
+  test('inCidr: containment of a bare address, per family', () => {
+    expect(inCidr('10.1.2.3', '10.0.0.0/8')).toBe(true);
+    expect(inCidr('11.0.0.0', '10.0.0.0/8')).toBe(false);
+    expect(inCidr('0.0.0.0', '0.0.0.0/8')).toBe(true);
+    expect(inCidr('febf:ffff::1', 'fe80::/10')).toBe(true);
+    expect(inCidr('fec0::1', 'fe80::/10')).toBe(false);
+    expect(inCidr('::ffff:1.2.3.4', '::ffff:0.0.0.0/96')).toBe(true);
+    expect(inCidr('10.0.0.1', '::/0')).toBe(false);
+    expect(inCidr('x', '0.0.0.0/0')).toBe(false);
+  });
+
+  test('cidrRange: first and last address as words', () => {
+    expect(cidrRange('10.1.2.3/22')).toEqual({ family: 4, prefix: 22, first: [10, 1, 0, 0], last: [10, 1, 3, 255] });
+    expect(cidrRange('0.0.0.0/0')).toEqual({ family: 4, prefix: 0, first: [0, 0, 0, 0], last: [255, 255, 255, 255] });
+    expect(cidrRange('10.0.0.1')).toMatchObject({ prefix: 32, first: [10, 0, 0, 1], last: [10, 0, 0, 1] });
+    expect(cidrRange('fd00:10::/108')).toEqual({
+      family: 6, prefix: 108, first: [0xfd00, 0x10, 0, 0, 0, 0, 0, 0], last: [0xfd00, 0x10, 0, 0, 0, 0, 0xf, 0xffff],
+    });
+    expect(cidrRange('::/0').last).toEqual(Array(8).fill(0xffff));
+  });
+
+  test('compareWords orders as the addresses', () => {
+    expect(compareWords([10, 0, 0, 1], [10, 0, 0, 2])).toBeLessThan(0);
+    expect(compareWords([11, 0, 0, 0], [10, 255, 255, 255])).toBeGreaterThan(0);
+    expect(compareWords([1, 2, 3, 4], [1, 2, 3, 4])).toBe(0);
   });
 });

@@ -296,7 +296,7 @@ describe('enumerations, names and paths', () => {
 
   test('stateDir must be an absolute path of safe characters', () => {
     expect(parseConfig({ ...base, stateDir: '/run/markroute-a.b_c' }).stateDir).toBe('/run/markroute-a.b_c');
-    for (const stateDir of ['state', 'tmp/state', './state', '', '/tmp/a b', '/tmp/$(id)', '/tmp/`id`', '/tmp/x;y', '~/state', 5]) {
+    for (const stateDir of ['state', 'tmp/state', './state', '', '/tmp/a b', '/tmp/$(id)', '/tmp/`id`', '/tmp/x;y', '~/state', 5, '/', '/var/lib/../../etc', '/var/./x']) {
       expectInvalid({ stateDir }, /^invalid netconf: stateDir: /);
     }
   });
@@ -304,8 +304,8 @@ describe('enumerations, names and paths', () => {
   test('logFile must be an absolute path or "stderr"', () => {
     expect(parseConfig({ ...base, logFile: 'stderr' }).logFile).toBe('stderr');
     expect(parseConfig({ ...base, logFile: '/tmp/x.log' }).logFile).toBe('/tmp/x.log');
-    for (const logFile of ['x.log', 'stdout', '/tmp/a b.log', '/tmp/$(id)', '']) {
-      expectInvalid({ logFile }, /^invalid netconf: logFile: must be an absolute path or "stderr"$/);
+    for (const logFile of ['x.log', 'stdout', '/tmp/a b.log', '/tmp/$(id)', '', '/', '/var/log/../../etc/x', '/tmp/a\nb']) {
+      expectInvalid({ logFile }, /^invalid netconf: logFile: must be an absolute path .*, or "stderr"$/);
     }
   });
 
@@ -383,4 +383,64 @@ test('errors serialise as the spec wants', () => {
     msg: "invalid netconf: table: 253 (default), 254 (main) and 255 (local) are the kernel's own tables",
   });
   expect(new CniError(100, 'x', 'batch').toJSON('1.0.0')).toEqual({ cniVersion: '1.0.0', code: 100, msg: 'x', details: 'batch' });
+});
+
+// Issue 11, point 6: inputs a probe of hostile netconfs found accepted, or answered by a tool's
+// failure (code 100) or a crash (110) instead of code 7 naming the field.
+describe('hostile inputs are refused with code 7 naming the field', () => {
+  test.each([
+    [{ gateway: '0.0.0.0' }, 'gateway'], [{ gateway: '0.1.2.3' }, 'gateway'], [{ gateway: '127.0.0.1' }, 'gateway'],
+    [{ gateway: '224.0.0.1' }, 'gateway'], [{ gateway: '239.255.255.250' }, 'gateway'], [{ gateway: '255.255.255.255' }, 'gateway'],
+    [{ gateway6: '::' }, 'gateway6'], [{ gateway6: '0:0:0:0:0:0:0:0' }, 'gateway6'], [{ gateway6: '::1' }, 'gateway6'],
+    [{ gateway6: 'ff02::1' }, 'gateway6'], [{ gateway6: '::ffff:10.224.0.1' }, 'gateway6'],
+    [{ marks: { vpn: { mark: 16, table: 123, gateway: '0.0.0.0' } } }, 'marks.vpn.gateway'],
+    [{ marks: { vpn: { mark: 16, table: 123, gateway6: '::' } } }, 'marks.vpn.gateway6'],
+  ])('%j: not a next hop', (fields, field) => {
+    expectInvalid(fields, new RegExp(`^invalid netconf: ${field.replace('.', '\\.')}: must be a unicast next hop`));
+  });
+
+  test('real next hops stay accepted, link-local IPv6 and the uplink\'s own subnet alike', () => {
+    expect(routing({ gateway: '10.224.0.1', gateway6: 'fe80::1' })).toMatchObject({ gateway: '10.224.0.1', gateway6: 'fe80::1' });
+    expect(routing({ gateway: '1.0.0.1', gateway6: '2001:db8::1' })).toMatchObject({ gateway: '1.0.0.1', gateway6: '2001:db8::1' });
+  });
+
+  test.each([
+    [{ gateway6: 'fe80::1%eth0' }, 'gateway6'],
+    [{ gateway6: 'fe80::%eth0' }, 'gateway6'],
+    [{ gateway6: 'fe80::1%2' }, 'gateway6'],
+    [{ gateway: '10.224.0.1%eth0' }, 'gateway'],
+    [{ marks: { vpn: { mark: 16, table: 123, uplink: 'vpn0', gateway6: 'fe80::1%vpn0' } } }, 'marks.vpn.gateway6'],
+    [{ serviceCIDRs: ['10.96.0.0/12', 'fd00:10::%eth0/108'] }, 'serviceCIDRs.1'],
+    [{ excludeCIDRs: ['fe80::1%eth0'] }, 'excludeCIDRs.0'],
+    [{ excludeCIDRs: ['fe80::%eth0/64'] }, 'excludeCIDRs.0'],
+    [{ ipv6ProbeRewrite: { from: 'fe80::1234%eth0', to: '2603:1062:0:1::9abc' } }, 'ipv6ProbeRewrite.from'],
+    [{ ipv6ProbeRewrite: { from: 'fe80::1234', to: '2603:1062:0:1::9abc%eth0' } }, 'ipv6ProbeRewrite.to'],
+    [{ prevResult: { interfaces: [{ name: 'veth1' }], ips: [{ address: 'fe80::5%eth0/64', interface: 0 }] } }, 'prevResult.ips.0.address'],
+    [{ prevResult: { interfaces: [{ name: 'veth1' }], ips: [{ address: 'fd00::5%1/64', interface: 0 }] } }, 'prevResult.ips.0.address'],
+  ])('%j: an IPv6 zone is refused, never dropped or passed on', (fields, field) => {
+    expectInvalid(fields, `invalid netconf: ${field}: must not carry an IPv6 zone (%...): give the address alone; a link-local gateway's device is \`uplink\``);
+  });
+
+  test.each([
+    [{ uplink: 'all' }, 'uplink'], [{ uplink: 'default' }, 'uplink'],
+    [{ marks: { vpn: { mark: 16, table: 123, uplink: 'all' } } }, 'marks.vpn.uplink'],
+    [{ marks: { vpn: { mark: 16, table: 123, uplink: 'default' } } }, 'marks.vpn.uplink'],
+  ])('%j: a name the kernel keeps for its sysctl defaults is no uplink', (fields, field) => {
+    expectInvalid(fields, new RegExp(`^invalid netconf: ${field.replace('.', '\\.')}: must name an interface; "all" and "default"`));
+  });
+
+  test('lo and names that merely contain a reserved word stay accepted', () => {
+    for (const uplink of ['lo', 'all0', 'default1', 'eth-all']) expect(routing({ uplink }).uplink).toBe(uplink);
+  });
+
+  test('a marks key "__proto__" (an own property after JSON.parse) is refused, not dropped', () => {
+    const marks = JSON.parse('{"__proto__": {"mark": 16}, "vpn": {"mark": 32}}');
+    expectInvalid({ marks }, /^invalid netconf: marks\.__proto__: names must be 1-63 of letters/);
+    const raw = JSON.parse(`{"cniVersion":"1.0.0","name":"mrnet","type":"markroute","mode":"annotated","marks":{"__proto__":{"mark":16}}}`);
+    expect(rejection(raw).message).toMatch(/^invalid netconf: marks\.__proto__: /);
+    // inside an entry, and at top level, the strict objects refuse it as an unknown key
+    expectInvalid({ marks: { vpn: JSON.parse('{"mark": 16, "__proto__": {"table": 5}}') } }, 'invalid netconf: marks.vpn: Unrecognized key: "__proto__"');
+    expect(rejection(JSON.parse('{"cniVersion":"1.0.0","name":"mrnet","type":"markroute","__proto__":{"mark":5}}')).message)
+      .toBe('invalid netconf: netconf: Unrecognized key: "__proto__"');
+  });
 });

@@ -25,7 +25,8 @@ vi.mock('../../src/kernel/exec.ts', async (original) => {
   };
 });
 
-const { readRouting } = await import('../../src/backend/iproute.ts');
+const { applyRouteBatch, readRouting } = await import('../../src/backend/iproute.ts');
+const { CniError } = await import('../../src/cni/errors.ts');
 
 const ok = (stdout: string): ToolOutput => ({ status: 0, stdout, stderr: '' });
 const RULES = '[{"priority":0,"src":"all","table":"local"},{"priority":32765,"src":"all","fwmark":"0x10","fwmask":"0x10","table":"100"}]';
@@ -72,5 +73,68 @@ describe('readRouting', () => {
     answers = [ok(`${RULES}\n`), ok(RULES), ok(ROUTE_100)];
     expect(readRouting(4, [100]).routes.get(100)).toHaveLength(1);
     expect(calls).toHaveLength(3);
+  });
+});
+
+// A policy route the kernel refuses for its gateway or uplink was a bare tool failure (code 100):
+// it names the netconf field now, with the tool's words in details.
+describe('applyRouteBatch: a refused policy route names the field', () => {
+  const route4 = { kind: 'route' as const, family: 4 as const, table: 101, gateway: '192.0.2.1', dev: 'eth0' };
+  const rule4 = { kind: 'rule' as const, family: 4 as const, priority: 32765, mark: 16, mask: 16, table: 101 };
+  const batch = (over: Partial<Parameters<typeof applyRouteBatch>[1]>) =>
+    ({ addRules: [], delRules: [], addSuppress: [], delSuppress: [], replaceRoutes: [], delRoutes: [], ...over });
+  const failure = (stderr: string, family: 4 | 6 = 4, b = batch({ replaceRoutes: [route4], addRules: [rule4] })) => {
+    answers = [{ status: 1, stdout: '', stderr }];
+    try {
+      applyRouteBatch(family, b);
+    } catch (err) {
+      expect(err).toBeInstanceOf(CniError);
+      return err as InstanceType<typeof CniError>;
+    }
+    throw new Error('no error');
+  };
+
+  it('one batch: the route first (with "via" only when there is a gateway), then the rules', () => {
+    answers = [ok('')];
+    applyRouteBatch(4, batch({ replaceRoutes: [route4, { ...route4, table: 102, gateway: undefined, dev: 'vpn0' }], addRules: [rule4] }));
+    expect(calls).toEqual([{
+      argv: ['ip', '-4', '-batch', '-'],
+      input: 'route replace default via 192.0.2.1 dev eth0 table 101\nroute replace default dev vpn0 table 102\nrule add fwmark 0x10/0x10 lookup 101 priority 32765\n',
+    }]);
+  });
+
+  it.each([
+    'Error: Nexthop has invalid gateway.\nCommand failed -:1\n',
+    'RTNETLINK answers: Network is unreachable\nCommand failed -:1\n',
+    'Error: Gateway can not be a local address.\nCommand failed -:1\n',
+  ])('%j: code 7 naming gateway and uplink', (stderr) => {
+    const err = failure(stderr);
+    expect(err.code).toBe(7);
+    expect(err.message).toMatch(/^invalid netconf: gateway: the kernel refuses 192\.0\.2\.1 as the next hop on uplink eth0 for table 101 \(/);
+    expect(err.message).toContain('"uplink"');
+    expect(err.details).toBe(`ip -4 route replace default via 192.0.2.1 dev eth0 table 101: ${stderr.split('\n')[0]}`);
+  });
+
+  it('IPv6: names gateway6', () => {
+    const route6 = { ...route4, family: 6 as const, gateway: 'fd01::1' };
+    const err = failure('RTNETLINK answers: No route to host\nCommand failed -:1\n', 6, batch({ replaceRoutes: [route6] }));
+    expect(err.code).toBe(7);
+    expect(err.message).toMatch(/^invalid netconf: gateway6: the kernel refuses fd01::1 as the next hop on uplink eth0 /);
+    expect(err.details).toContain('No route to host');
+  });
+
+  it('an uplink that does not exist: 102 naming uplink', () => {
+    const err = failure('Cannot find device "eth9"\nCommand failed -:1\n');
+    expect(err.code).toBe(102);
+    expect(err.message).toBe('uplink eth0 does not exist on this node (netconf field "uplink"): the policy route of table 101 needs it');
+  });
+
+  it('a failure on a rule line, or without a line number, stays the tool failure (code 100) with the batch', () => {
+    const onRule = failure('RTNETLINK answers: Network is unreachable\nCommand failed -:2\n');
+    expect(onRule.code).toBe(100);
+    expect(onRule.details).toContain('rule add fwmark');
+    const unknown = failure('Segmentation fault\n');
+    expect(unknown.code).toBe(100);
+    expect(unknown.message).toMatch(/^ip -4 -batch - failed \(exit 1\): Segmentation fault/);
   });
 });
