@@ -3,6 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    globalSetup: ['test/host-untouched.ts'],
     // Namespace suites spawn many processes and need root; forks isolate them (and their
     // process.pid names their lab namespaces). Two cores here, so at most two files at once.
     pool: 'forks',

@@ -38,9 +38,10 @@ const ancestors = (path: string): string[] => {
 /**
  * Checks every existing ancestor of `path` (an absolute path without . or .. components), following
  * root's symlinks only, then makes what is missing of `path` itself (a directory) owner-only when
- * `create`, and checks it. Returns false when it does not exist and was not to be made.
+ * `create`, and checks it: writable by root alone, or, with `stickyOk`, sticky as well. Returns
+ * false when it does not exist and was not to be made.
  */
-export function secureDirectory(path: string, create: boolean): boolean {
+export function secureDirectory(path: string, create: boolean, { stickyOk = false } = {}): boolean {
   const uid = process.getuid!();
   for (const dir of ancestors(path)) {
     const st = lstatOrUndefined(dir);
@@ -66,9 +67,12 @@ export function secureDirectory(path: string, create: boolean): boolean {
     st = lstatSync(path);
   }
   if (st.isSymbolicLink()) unsafe(path, "is a symlink");
-  checkDirectory(path, st, uid, true);
+  checkDirectory(path, st, uid, !stickyOk);
   return true;
 }
 
-/** The directory a file lives in, made safe (and owner-only where made). */
-export const secureParent = (file: string) => secureDirectory(dirname(file), true);
+/**
+ * The directory a file lives in, made safe (and owner-only where made). It may be sticky (/tmp):
+ * others cannot move root's file there, and one of theirs under its name is refused when opened.
+ */
+export const secureParent = (file: string) => secureDirectory(dirname(file), true, { stickyOk: true });
