@@ -1,5 +1,5 @@
-// The calls containerd 1.6 and podman 4.3 really made to a chained plugin (shared/fixtures/
-// runtime-calls), replayed through dist/markroute: `type` becomes "markroute", stateDir and
+// The calls containerd 1.6 and podman 4.3 really made to a chained plugin (test/fixtures/
+// runtime-calls, captured on this kind of machine), replayed through dist/markroute: `type` becomes "markroute", stateDir and
 // logFile are added, the spy plugin's own setting (spySleepSec) is dropped, and everything else —
 // runtimeConfig, capabilities, prevResult, CNI_ARGS and the other CNI_* variables — is sent exactly
 // as captured. The node namespace has the bridges and host veths the prevResults name, and an
@@ -17,7 +17,7 @@ import {
 import { markrouteTables, nftPodElements } from '../lab/nft.ts';
 import { nftTableName, setName } from '../../src/plan.ts';
 
-const FIXTURES = resolve(REPO_ROOT, '..', 'shared', 'fixtures', 'runtime-calls');
+const FIXTURES = resolve(REPO_ROOT, 'test', 'fixtures', 'runtime-calls');
 const SUPPORTED = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
 const cniPath = process.env.MARKROUTE_CNI_PATH?.split(':') ?? [join(REPO_ROOT, 'dist')];
 const NS = `mr-p${process.pid}s${randomInt(100_000_000, 999_999_999)}-fix`;
