@@ -10,6 +10,8 @@ import { decodeNetconf, parseEnvironment, readStdin } from "./cni/request.js";
 import { DEFAULT_STATE_DIR, SUPPORTED_VERSIONS, parseConfig } from "./config.js";
 import { repairsOf, withState, type Transaction } from "./engine.js";
 import { addInstallCommands } from "./install.js";
+import { describePlan } from "./plan-text.js";
+import { secureDirectory } from "./state/safe-path.js";
 
 export const VERSION = "0.1.0";
 
@@ -28,7 +30,10 @@ export async function cli(args: string[]): Promise<number> {
     .option("--state-dir <dir>", "state directory", DEFAULT_STATE_DIR)
     .option("--json", "machine-readable output")
     .action(async (opts: { stateDir: string; json?: boolean }) => {
-      const report = await withState(opts.stateDir, statusReport, { readOnly: true });
+      // A node that never attached a pod has no state directory yet: nothing attached, not an error.
+      const report = secureDirectory(opts.stateDir, false)
+        ? await withState(opts.stateDir, statusReport, { readOnly: true })
+        : { indexNeedsRecovery: false, attachments: [], objects: [] };
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatStatus(opts.stateDir, report));
     });
 
@@ -36,13 +41,15 @@ export async function cli(args: string[]): Promise<number> {
     .description("read a netconf (with prevResult) on stdin and print the kernel objects an ADD would install; changes nothing")
     .option("--container-id <id>", "container ID to plan for", "plan")
     .option("--ifname <name>", "the container's interface name", "eth0")
-    .option("--netns <path>", "the pod's network namespace, where prevResult does not name the host-side interface (azure-vnet, Cilium, AWS VPC CNI)", "")
-    .action((opts: { containerId: string; ifname: string; netns: string }) => {
+    .option("--netns <path>", "the pod's network namespace, where prevResult does not name the host-side interface (azure-vnet)", "")
+    .option("--json", "the raw plan (objects and their keys) instead of a summary")
+    .action((opts: { containerId: string; ifname: string; netns: string; json?: boolean }) => {
       // The same checks as the CNI_* variables these stand for.
       parseEnvironment({ CNI_COMMAND: "ADD", CNI_CONTAINERID: opts.containerId, CNI_IFNAME: opts.ifname, CNI_NETNS: opts.netns || "/" });
       const config = parseConfig(decodeNetconf(readStdin()));
       const plan = commands.dryRun(config, { containerId: opts.containerId, ifName: opts.ifname, netns: opts.netns, args: new Map() });
-      console.log(JSON.stringify(plan, null, 2));
+      if (opts.json) console.log(JSON.stringify(plan, null, 2));
+      else console.log("reason" in plan ? `nothing would be installed: ${plan.reason}` : `an ADD would install (nothing is changed):\n${describePlan(plan)}`);
     });
 
   program.command("explain")
@@ -129,6 +136,9 @@ function statusReport(tx: Transaction): StatusReport {
 }
 
 function formatStatus(stateDir: string, report: StatusReport): string {
+  if (report.attachments.length === 0 && report.objects.length === 0 && !report.indexNeedsRecovery) {
+    return `state directory: ${stateDir}\nnothing is attached on this node: no pod has been added with this state directory, or all were deleted`;
+  }
   const lines = [`state directory: ${stateDir}`, `attachments: ${report.attachments.length}`];
   if (report.indexNeedsRecovery) {
     lines.push("note: the index is dirty or missing (an operation died midway, or the node rebooted); the next CNI operation, or `markroute reconcile`, rebuilds it from the records");

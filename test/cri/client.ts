@@ -1,5 +1,6 @@
 // A small CRI v1 client (runtime.v1.RuntimeService over a unix socket), for driving containerd's CRI
-// plugin the way kubelet does: RunPodSandbox, StopPodSandbox, RemovePodSandbox and the status calls.
+// plugin the way kubelet does: RunPodSandbox, StopPodSandbox, RemovePodSandbox and the status calls
+// (Status too: with verbose, containerd's CRI says which CNI configuration it has loaded).
 // Only the messages of runtime.proto (a subset of k8s.io/cri-api's api.proto) are known.
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -57,6 +58,19 @@ export interface PodSandboxStatus extends PodSandbox {
 export interface PodSandboxStatusResponse {
   status: PodSandboxStatus;
   /** With verbose: runtime-specific JSON by key (containerd: "info"). */
+  info: Record<string, string>;
+}
+
+export interface RuntimeCondition {
+  type: string;
+  status: boolean;
+  reason: string;
+  message: string;
+}
+
+export interface StatusResponse {
+  status: { conditions: RuntimeCondition[] };
+  /** With verbose: runtime-specific JSON by key (containerd: "cniconfig", the CNI configuration it has loaded; "lastCNILoadStatus"). */
   info: Record<string, string>;
 }
 
@@ -132,6 +146,11 @@ export class CriClient {
     const req = filter ? { filter: { ...filter, state: filter.state ? { state: filter.state } : undefined } } : {};
     const res = await this.call<{ items: PodSandbox[] }>('ListPodSandbox', req);
     return res.items;
+  }
+
+  /** The runtime's conditions (RuntimeReady, NetworkReady), and with verbose its own details. */
+  status(verbose = false): Promise<StatusResponse> {
+    return this.call('Status', { verbose });
   }
 
   /** Resolves once the socket answers Version, or rejects after timeoutMs. */

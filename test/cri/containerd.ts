@@ -9,7 +9,7 @@
 // /run/containerd/s, libcni's result cache under /var/lib/cni/results).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { run, sleep } from '../lab/exec.ts';
@@ -38,6 +38,8 @@ export function containerdVersion(): string {
 
 /** One CNI call as the recording wrapper saw it. */
 export interface RecordedCall {
+  /** The executable called: a chain's plugin (its type), or an IPAM plugin a main plugin delegated to. */
+  plugin: string;
   env: Record<string, string>;
   stdin: Record<string, any>;
   stdout: string;
@@ -49,7 +51,10 @@ export interface ContainerdOptions {
   netns: string;
   /** CNI plugins for bin_dir, by type: the path of each executable. */
   plugins: Record<string, string>;
-  /** Plugin types whose calls are recorded (CNI_* env, stdin, stdout, exit code) before answering as the plugin did. */
+  /**
+   * Plugin types whose calls are recorded (CNI_* env, stdin, stdout, exit code) before answering as
+   * the plugin did. Delegated calls too: a main plugin runs its IPAM from bin_dir (CNI_PATH).
+   */
   record?: string[];
   sandboxImage?: string;
 }
@@ -179,6 +184,11 @@ async function scrub(dir: string, socket: string): Promise<void> {
   for (const d of [SHIM_SOCKETS, '/run/containerd', CNI_RESULTS, '/var/lib/cni']) rmdirIfEmpty(d);
 }
 
+/** libcni's cached ADD results (under /var/lib/cni/results) of a sandbox: kept from a successful ADD until its DEL succeeds. */
+export function cachedResults(id: string): string[] {
+  return existsSync(CNI_RESULTS) ? readdirSync(CNI_RESULTS).filter((f) => f.includes(`-${id}-`)) : [];
+}
+
 /** Removes what containerd runs of test processes that died (a killed vitest worker) left behind. */
 export async function sweepStaleContainerd(): Promise<void> {
   for (const d of readdirSync(tmpdir())) {
@@ -201,6 +211,8 @@ function overlayWorks(dir: string): boolean {
   rmSync(t, { recursive: true, force: true });
   return r.code === 0;
 }
+
+const conflistText = (list: object) => JSON.stringify(list, null, 2);
 
 export class Containerd {
   readonly dir = mkdtempSync(join(tmpdir(), `${DIR_PREFIX}${process.pid}-`));
@@ -244,7 +256,7 @@ export class Containerd {
     const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
     const script = `#!/bin/sh
 # Records one CNI call of ${type} (test/cri/containerd.ts), then answers exactly as the plugin did.
-f=${q(this.callsDir)}/$(date +%s%N)-$$
+f=${q(this.callsDir)}/$(date +%s%N)-$$-${type}
 env | grep '^CNI_' > "$f.env"
 cat > "$f.stdin"
 ${q(path)} < "$f.stdin" > "$f.stdout"
@@ -257,8 +269,8 @@ exit "$rc"
     chmodSync(join(this.binDir, type), 0o755);
   }
 
-  /** Recorded calls, oldest first. */
-  calls(): RecordedCall[] {
+  /** Recorded calls (of one plugin, or all), oldest started first; a call still running is not listed. */
+  calls(plugin?: string): RecordedCall[] {
     const files = readdirSync(this.callsDir);
     const keys = [...new Set(files.filter((f) => f.endsWith('.code')).map((f) => f.slice(0, -'.code'.length)))].sort();
     return keys.map((k) => {
@@ -270,8 +282,8 @@ exit "$rc"
       } catch {
         stdin = { unparsable: read('stdin') };
       }
-      return { env, stdin, stdout: read('stdout'), code: Number(read('code').trim()) };
-    });
+      return { plugin: k.replace(/^\d+-\d+-/, ''), env, stdin, stdout: read('stdout'), code: Number(read('code').trim()) };
+    }).filter((c) => plugin === undefined || c.plugin === plugin);
   }
 
   clearCalls(): void {
@@ -321,10 +333,39 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 `;
   }
 
-  /** The one conflist of conf_dir (containerd reads it at start; call before start()). */
+  /** The one conflist of conf_dir (containerd reads it at start; call before start(), or see replaceConflist). */
   setConflist(file: string, list: object): void {
     for (const f of readdirSync(this.confDir)) rmSync(join(this.confDir, f));
-    writeFileSync(join(this.confDir, file), JSON.stringify(list, null, 2));
+    writeFileSync(join(this.confDir, file), conflistText(list));
+  }
+
+  /**
+   * Replaces conf_dir's conflist while containerd runs, as an admin's edit would, and resolves once
+   * containerd has loaded it (Status, verbose, shows what it holds). From then on every CNI call uses
+   * it, a sandbox's teardown included. containerd 1.6's conf syncer reloads on write, remove and
+   * rename events of conf_dir but ignores create events, so a file renamed in from elsewhere goes
+   * unnoticed: the new text is written in conf_dir under a name libcni does not load, then renamed
+   * over the conflist (that rename is an event it acts on, and it never reads half a file).
+   */
+  async replaceConflist(file: string, list: object, timeoutMs = 10_000): Promise<void> {
+    const text = conflistText(list);
+    const tmp = join(this.confDir, `.${file}.new`);
+    writeFileSync(tmp, text);
+    renameSync(tmp, join(this.confDir, file));
+    for (const f of readdirSync(this.confDir)) if (f !== file) rmSync(join(this.confDir, f));
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const { info } = await this.cri.status(true);
+      if (this.loadedConflists(info).includes(text)) return;
+      if (Date.now() > until) throw new Error(`containerd did not load ${file} within ${timeoutMs} ms (last CNI load: ${info.lastCNILoadStatus})`);
+      await sleep(50);
+    }
+  }
+
+  /** The conflists (their text) containerd's CRI has loaded, from Status's verbose info. */
+  private loadedConflists(info: Record<string, string>): string[] {
+    const config = JSON.parse(info.cniconfig ?? '{}') as { Networks?: { Config?: { Source?: string } }[] | null };
+    return (config.Networks ?? []).map((n) => n.Config?.Source ?? '');
   }
 
   /** Starts containerd in the node namespace; resolves to its CRI Version once it answers. */

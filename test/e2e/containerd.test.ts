@@ -3,17 +3,20 @@
 // shipped conflists (only IPAM's dataDir and markroute's stateDir/logFile moved into the suite's
 // temp dir), a locally built pause image. containerd runs in the lab's node namespace
 // (nsenter --net), with a gateway namespace behind `vpn0` standing in for a VPN.
-// A recording wrapper in containerd's CNI bin_dir keeps each markroute call (CNI_* env, stdin,
-// stdout, exit status) and answers exactly as markroute did.
+// A recording wrapper in containerd's CNI bin_dir keeps each call of markroute, ptp and host-local
+// (CNI_* env, stdin, stdout, exit status) and answers exactly as the plugin did.
 // Cases: RunPodSandbox with and without the annotation in transparent-tunnel and annotated mode,
 // StopPodSandbox/RemovePodSandbox (two DELs, the second without netns or prevResult); 20 sandboxes
 // at once; an unknown mark name; traffic from an annotated pod leaves through vpn0, an
-// unannotated pod's through the fabric (main route).
+// unannotated pod's through the fabric (main route). A markroute entry with a typo ("mark": "0xZZ"):
+// three failed RunPodSandbox in a row, each cleaned up by containerd's DEL through the whole chain
+// (no address left in host-local, nothing of markroute's); the typo written into the conflist while
+// a pod runs: its teardown still removes the record, the kernel objects and the address.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { CriError } from '../cri/client.ts';
-import { Containerd, containerdMissing, containerdVersion, mountsUnder, sweepStaleContainerd, type RecordedCall } from '../cri/containerd.ts';
+import { cachedResults, Containerd, containerdMissing, containerdVersion, mountsUnder, sweepStaleContainerd, type RecordedCall } from '../cri/containerd.ts';
 import { buildPauseImage } from '../cri/pause-image.ts';
 import {
   addGateway, addOutsideAddress, ArrivalCounter, createLab, elementKeys, FABRIC_IP, findPlugin, fwmarkRules, markrouteObjects,
@@ -78,7 +81,7 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
     ctd = new Containerd({
       netns: lab.ns.node,
       plugins: Object.fromEntries(['markroute', 'ptp', 'host-local', 'loopback', 'portmap'].map((t) => [t, plugin(t)])),
-      record: ['markroute'],
+      record: ['markroute', 'ptp', 'host-local'],
     });
     image = buildPauseImage(ctd.dir);
     baseline = lab.snapshot();
@@ -104,15 +107,17 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
 
   // ---- helpers ---------------------------------------------------------------------
 
-  /** The shipped conflist, with IPAM's dataDir and markroute's stateDir/logFile in the suite's temp dir. */
-  function conflist(m: Mode): Record<string, any> {
+  /** The shipped conflist, with IPAM's dataDir and markroute's stateDir/logFile in the suite's temp dir (named by `tag`). */
+  function conflist(m: Mode, tag: string = m): Record<string, any> {
     const list = JSON.parse(readFileSync(join(REPO_ROOT, 'conflists', CONFLIST[m]), 'utf8'));
-    list.plugins[0].ipam.dataDir = join(ctd.dir, `ipam-${m}`);
-    const mr = list.plugins.find((p: { type: string }) => p.type === 'markroute');
-    mr.stateDir = join(ctd.dir, `markroute-state-${m}`);
-    mr.logFile = join(ctd.dir, `markroute-${m}.log`);
+    list.plugins[0].ipam.dataDir = join(ctd.dir, `ipam-${tag}`);
+    const mr = markrouteEntry(list);
+    mr.stateDir = join(ctd.dir, `markroute-state-${tag}`);
+    mr.logFile = join(ctd.dir, `markroute-${tag}.log`);
     return list;
   }
+
+  const markrouteEntry = (list: Record<string, any>): Record<string, any> => list.plugins.find((p: { type: string }) => p.type === 'markroute');
 
   async function view(id: string): Promise<PodView> {
     const st = await ctd.cri.podSandboxStatus(id, true);
@@ -133,7 +138,7 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
   }
 
   /** markroute's calls for one sandbox, in order. */
-  const callsOf = (id: string): RecordedCall[] => ctd.calls().filter((c) => c.env.CNI_CONTAINERID === id);
+  const callsOf = (id: string): RecordedCall[] => ctd.calls('markroute').filter((c) => c.env.CNI_CONTAINERID === id);
   const summary = (c: RecordedCall) => ({
     command: c.env.CNI_COMMAND,
     netns: c.env.CNI_NETNS ?? '',
@@ -185,7 +190,7 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
       const list = conflist(m);
       networkName = list.name;
       ipamDir = list.plugins[0].ipam.dataDir;
-      stateDir = list.plugins.find((p: { type: string }) => p.type === 'markroute').stateDir;
+      stateDir = markrouteEntry(list).stateDir;
       ctd.setConflist(CONFLIST[m], list);
       const v = await ctd.start();
       expect(v.runtimeName).toBe('containerd');
@@ -292,7 +297,7 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
       expect(records()).toHaveLength(marked.length);
 
       await Promise.all(pods.map(stopAndRemove));
-      const calls = ctd.calls();
+      const calls = ctd.calls('markroute');
       expect(calls.filter((c) => c.code !== 0).map((c) => [c.env.CNI_COMMAND, c.stdout])).toEqual([]);
       expect(calls.map((c) => c.env.CNI_COMMAND).sort()).toEqual([...Array(20).fill('ADD'), ...Array(40).fill('DEL')]);
       await expectClean();
@@ -304,7 +309,7 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
         const err = await ctd.runPod('unknown-mark', { [ANNOTATION]: 'nosuch' }).then(() => undefined, (e: unknown) => e);
         expect(err).toBeInstanceOf(CriError);
         expect((err as CriError).details).toContain(`invalid netconf: marks: the pod's annotation ${ANNOTATION}="nosuch" names no entry of marks; known: vpn`);
-        const calls = ctd.calls();
+        const calls = ctd.calls('markroute');
         const id = calls[0]!.env.CNI_CONTAINERID!;
         expect(calls.every((c) => c.env.CNI_CONTAINERID === id)).toBe(true);
         const [add, ...dels] = calls;
@@ -354,5 +359,126 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
         await expectClean();
       });
     }
+  });
+
+  // A typo in markroute's entry makes ADD fail, as it should. The runtime's cleanup must still run the
+  // whole DEL chain: libcni stops at the first error, and markroute comes before ptp, whose DEL has
+  // host-local release the pod's address. DEL needs only the netconf's name and stateDir.
+  describe('a markroute entry with a typo ("mark": "0xZZ")', () => {
+    const FILE = CONFLIST['transparent-tunnel'];
+    let valid: Record<string, any>;
+    let typo: Record<string, any>;
+    /** Every recorded call for one sandbox (markroute, ptp and the host-local ptp ran), in order. */
+    const chainOf = (id: string) => ctd.calls().filter((c) => c.env.CNI_CONTAINERID === id).map((c) => ({ plugin: c.plugin, ...summary(c) }));
+    /** All of host-local's files for the network: allocations (named by address), last_reserved_ip.0, lock. */
+    const ipamFiles = () => {
+      const d = join(ipamDir, networkName);
+      return existsSync(d) ? readdirSync(d).sort() : [];
+    };
+    const lastReserved = () => readFileSync(join(ipamDir, networkName, 'last_reserved_ip.0'), 'utf8');
+
+    beforeAll(async () => {
+      mode = 'transparent-tunnel';
+      valid = conflist(mode, 'typo');
+      typo = structuredClone(valid);
+      markrouteEntry(typo).mark = '0xZZ';
+      networkName = valid.name;
+      ipamDir = valid.plugins[0].ipam.dataDir;
+      stateDir = markrouteEntry(valid).stateDir;
+      ctd.setConflist(FILE, typo);
+      await ctd.start();
+      ctd.importImage(image);
+    }, 120_000);
+
+    afterEach(async () => {
+      if (ctd.running) await ctd.removeAllPods();
+    }, 120_000);
+
+    afterAll(async () => {
+      await ctd?.stop();
+    }, 60_000);
+
+    test("three failed starts in a row: markroute's code 7 about mark reaches the CRI caller; containerd's DEL runs the whole chain, nothing is left", async () => {
+      await ctd.replaceConflist(FILE, typo);
+      const ids: string[] = [];
+      const released: string[] = [];
+      for (let attempt = 0; attempt < 3; attempt++) {
+        ctd.clearCalls();
+        const err = await ctd.runPod('typo').then(() => undefined, (e: unknown) => e);
+        expect(err).toBeInstanceOf(CriError);
+        const [add] = ctd.calls('markroute');
+        expect(add!.env.CNI_COMMAND).toBe('ADD');
+        const answer = JSON.parse(add!.stdout) as { code: number; msg: string };
+        expect(answer).toMatchObject({ code: 7, msg: expect.stringMatching(/^invalid netconf: mark: /) });
+        const id = add!.env.CNI_CONTAINERID!;
+        const netns = add!.env.CNI_NETNS!;
+        ids.push(id);
+        // containerd's error carries markroute's own message (libcni names the plugin and the command)
+        expect((err as CriError).details).toBe(`failed to setup network for sandbox "${id}": plugin type="markroute" failed (add): ${answer.msg}`);
+
+        // what kubelet does next: stop and remove whatever sandbox the runtime kept
+        const kept = await ctd.cri.listPodSandbox();
+        for (const p of kept) await stopAndRemove(p);
+        // (containerd 1.6 keeps a failed sandbox, state unknown, only when its cleanup failed)
+        expect(kept).toEqual([]);
+        expect(ctd.calls().every((c) => c.env.CNI_CONTAINERID === id)).toBe(true);
+        expect(chainOf(id)).toEqual([
+          { plugin: 'ptp', command: 'ADD', netns, prevResult: false, code: 0 },
+          { plugin: 'host-local', command: 'ADD', netns, prevResult: false, code: 0 },
+          { plugin: 'markroute', command: 'ADD', netns, prevResult: true, code: 1 },
+          // containerd's cleanup of the failed sandbox: DEL in reverse order, with the netns, no prevResult
+          // (libcni caches only a successful ADD); markroute's succeeds, so ptp's and host-local's run
+          { plugin: 'markroute', command: 'DEL', netns, prevResult: false, code: 0 },
+          { plugin: 'ptp', command: 'DEL', netns, prevResult: false, code: 0 },
+          { plugin: 'host-local', command: 'DEL', netns, prevResult: false, code: 0 },
+        ]);
+        // host-local gave ptp an address, and holds it no more
+        const ip = (JSON.parse(ctd.calls('host-local')[0]!.stdout) as { ips: { address: string }[] }).ips[0]!.address.split('/')[0]!;
+        expect(lastReserved()).toBe(ip);
+        released.push(ip);
+        expect(ipamFiles(), 'host-local files').toEqual(['last_reserved_ip.0', 'lock']);
+        expect(cachedResults(id), 'libcni result cache').toEqual([]);
+        await expectClean();
+      }
+      // three sandboxes, three addresses handed out and given back: nothing accumulates
+      expect(new Set(ids).size).toBe(3);
+      expect(new Set(released).size).toBe(3);
+    }, 120_000);
+
+    test("the typo written into the conflist while a pod runs: the teardown's DELs succeed, markroute's record and objects go, host-local releases the address", async () => {
+      await ctd.replaceConflist(FILE, valid);
+      const p = await runPod('edited');
+      let s = lab.snapshot();
+      expect(elementKeys(s)).toEqual([`${p.ip},${p.hostIf}`]);
+      expectRouting(s, true);
+      expect(records()).toHaveLength(1);
+      expect(allocations()).toEqual([p.ip]);
+
+      // containerd reloads conf_dir on change: the teardown reads the typo
+      await ctd.replaceConflist(FILE, typo);
+      ctd.clearCalls();
+      await ctd.cri.stopPodSandbox(p.id);
+      const [del] = callsOf(p.id);
+      expect(del!.stdin).toMatchObject({ mark: '0xZZ', prevResult: expect.anything() });
+      expect(chainOf(p.id)).toEqual([
+        { plugin: 'markroute', command: 'DEL', netns: p.netns, prevResult: true, code: 0 },
+        { plugin: 'ptp', command: 'DEL', netns: p.netns, prevResult: true, code: 0 },
+        { plugin: 'host-local', command: 'DEL', netns: p.netns, prevResult: true, code: 0 },
+      ]);
+      expect(records(), 'markroute records').toEqual([]);
+      expect(allocations(), 'IPAM allocations').toEqual([]);
+      s = lab.snapshot();
+      expect(markrouteObjects(s)).toEqual(NO_MARKROUTE);
+
+      await ctd.cri.removePodSandbox(p.id);
+      expect(chainOf(p.id).slice(3)).toEqual([
+        { plugin: 'markroute', command: 'DEL', netns: '', prevResult: false, code: 0 },
+        { plugin: 'ptp', command: 'DEL', netns: '', prevResult: false, code: 0 },
+        { plugin: 'host-local', command: 'DEL', netns: '', prevResult: false, code: 0 },
+      ]);
+      expect(cachedResults(p.id), 'libcni result cache').toEqual([]);
+      expect(ipamFiles(), 'host-local files').toEqual(['last_reserved_ip.0', 'lock']);
+      await expectClean();
+    });
   });
 });

@@ -137,7 +137,18 @@ describe('a Multus secondary interface (net1) and a /proc/<pid>/ns/net netns pat
     // `markroute plan` asks the kernel the same way, given the netns, and says why it cannot without
     const plan = (...args: string[]) => lab.exec(lab.ns.node, [findPlugin('markroute', lab.cniPath)!, 'plan', '--ifname', 'net1', ...args],
       { input: JSON.stringify(add.runs[1]!.stdin), check: false });
-    expect(JSON.parse(plan('--netns', pod.netnsPath).stdout).hostMatch).toEqual({ iface: pod.hostIf, topology: 'routed', addresses: [{ family: 4, address: pod.ip4 }] });
+    expect(JSON.parse(plan('--netns', pod.netnsPath, '--json').stdout).hostMatch).toEqual({ iface: pod.hostIf, topology: 'routed', addresses: [{ family: 4, address: pod.ip4 }] });
+    // for people: a summary of what would be shared and what is the pod's own
+    const summary = plan('--netns', pod.netnsPath).stdout.trimEnd().split('\n');
+    expect(summary.slice(0, 3)).toEqual([
+      'an ADD would install (nothing is changed):',
+      `attachment ${list.name}_plan_net1`,
+      `  packets arrive on ${pod.hostIf} (routed) from ${pod.ip4}`,
+    ]);
+    expect(summary).toContain('shared by the network\'s pods (installed by the first, removed with the last):');
+    expect(summary).toContain(`  ip -4 rule fwmark 0x10/0x10 lookup 100 priority 32765`);
+    expect(summary).toContain('this pod\'s own:');
+    expect(summary.at(-1)).toMatch(new RegExp(`^  nftables element ${pod.ip4!.replace(/\./g, '\\.')} \\. ${pod.hostIf} in set pods4 of markroute-[0-9a-f]{8}`));
     expect(plan().stderr).toContain('prevResult: it lists no host-side interface, and without CNI_NETNS the kernel cannot be asked');
     lab.nsg.reset();
     expect((await lab.probe(pod, 'udp', peer.ip4!, 5353, { count: 2 })).received).toBe(2);

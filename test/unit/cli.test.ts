@@ -58,3 +58,20 @@ describe('markroute status with a malformed record', () => {
     expect(stdout).toBe('');
   });
 });
+
+describe('markroute status on a node with nothing attached', () => {
+  // the CLI prints its reports with console.log, which vitest would otherwise capture
+  beforeEach(() => void vi.spyOn(console, 'log').mockImplementation((s) => void (stdout += `${String(s)}\n`)));
+
+  test('no state directory yet: says so, exit 0, and creates nothing', async () => {
+    const stateDir = join(dir, 'never-used');
+    expect(await cli(['status', '--state-dir', stateDir])).toBe(0);
+    expect(stdout).toBe(`state directory: ${stateDir}\nnothing is attached on this node: no pod has been added with this state directory, or all were deleted\n`);
+    expect(existsSync(stateDir)).toBe(false);
+  });
+
+  test('--json: valid JSON with no attachments and no objects', async () => {
+    expect(await cli(['status', '--json', '--state-dir', join(dir, 'never-used')])).toBe(0);
+    expect(JSON.parse(stdout)).toEqual({ indexNeedsRecovery: false, attachments: [], objects: [] });
+  });
+});
