@@ -2,7 +2,7 @@
 // del: host match, plan, lock, state directory; logger, one spawn) over a fake probe and a kernel
 // that does nothing, run while the startup snapshot is built: V8 keeps the
 // code it compiled, and Node the internals it loaded, so every pod start skips that work (the
-// lock's first listen alone costs 1.3 ms cold). Build-time only: the temporary state directory
+// lock, state directory and tool runs are warm). Build-time only: the temporary state directory
 // is removed and no handle outlives it. IPv4 only: node:net's isIPv6 run twice while the
 // snapshot is built crashes Node 20's snapshot serializer (its regexp code is native).
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";

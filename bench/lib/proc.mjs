@@ -1,7 +1,7 @@
 // Process helpers. Every command is an argv array (never a shell string), and every child gets a
 // minimal environment (PATH plus what the command itself needs): NODE_OPTIONS or
-// NODE_EXTRA_CA_CERTS inherited from the caller would change what is measured (design §6: the
-// latter alone adds ~45 ms to every Node start).
+// NODE_EXTRA_CA_CERTS inherited from the caller would change what is measured (the latter alone
+// adds ~45 ms to every Node start: docs/design.md#one-executable-fast-start).
 import { spawn, spawnSync } from "node:child_process";
 
 export const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -1,7 +1,8 @@
 // Crash anywhere: markroute SIGKILLed at random points of ADD and DEL (drift repairs included: every
 // third round someone first deletes our ip rule and empties our chain), hundreds of times per
-// backend, and the node converging afterwards (design §4: "A holder killed with SIGKILL must not
-// block the node"; README: a dirty index is reconciled by the next operation).
+// backend, and the node converging afterwards (docs/design.md#the-lock: a holder killed with SIGKILL
+// never wedges the node; docs/design.md#state-lock-and-crash-safety: a dirty index is reconciled by
+// the next operation).
 //
 // Pods are on paper (lab/direct.ts: ptp-style prevResults naming host veths that need not exist),
 // so a kill costs ~60 ms and hundreds fit in a few minutes on 2 cores. Each round kills in one of

@@ -325,11 +325,9 @@ describe.each(['iptables', 'nftables'] as const)('markroute lifecycle (10-ptp-ma
     expectClean();
   });
 
-  // What keeps ClusterIP traffic on the node (design §1) must not vanish unnoticed: CHECK compares
-  // the shared objects with what is meant to be installed now, exemptions included.
-  // Known bug, nftables backend (reported): its drift check only looks for the four sets and for
-  // the version comment on each chain's last rule, so a rule taken out above it, or an element
-  // of exempt4/exempt6, passes CHECK and status; reconcile rewrites the table anyway.
+  // What keeps ClusterIP traffic on the node (docs/design.md#service-traffic-stays-on-the-node) must not vanish unnoticed: CHECK compares
+  // the shared objects with what is meant to be installed now, exemptions included (with nftables:
+  // the chain's rules and the exempt sets' elements, not only that the sets exist).
   test.each(['the kube-proxy DNAT exemption', 'the service CIDR exemption'])('CHECK fails when %s was taken out behind markroute\'s back; reconcile puts it back', async (what) => {
     const p = await lab.addPod('chk-ex', list);
     const intact = lab.snapshot();

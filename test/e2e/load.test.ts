@@ -1,4 +1,4 @@
-// Load: 200 ADDs at once on one node, then 200 DELs at once, per backend (design §2: containerd
+// Load: 200 ADDs at once on one node, then 200 DELs at once, per backend (docs/design.md#who-calls-it: containerd
 // runs plugins for different pods concurrently). Pods are on paper (ptp-style prevResults naming
 // host veths that need not exist, unique addresses): the plugin, its lock and the kernel tools are
 // what is loaded, not the main plugin. Every call must succeed (none may time out on the lock, 10 s),
@@ -7,7 +7,7 @@
 // calls that gave up are not in it: they waited the full 10 s).
 // Before 9880dd9 most of the 200 answered 11 on 2 cores: every waiter polled the lock (a bind()
 // every <= 20 ms), ~11 ms of CPU per second per waiter, so ~180 waiters alone filled both cores
-// and starved the holder. Waiters now sleep on the holder's socket.
+// and starved the holder. Waiters now sleep in the kernel (flock(2) on <stateDir>/lock).
 import { afterAll, describe, expect, test } from 'vitest';
 import { DirectNode, type Exit, type PaperPod } from '../lab/direct.ts';
 import { NO_MARKROUTE, markrouteObjects, podElements, type Backend } from '../lab/index.ts';

@@ -26,7 +26,7 @@ export type IpFamily = 'ipv4' | 'ipv6' | 'dual';
 export type FamilyNumber = 4 | 6;
 export const familyNumbers = (f: IpFamily): FamilyNumber[] => (f === 'ipv4' ? [4] : f === 'ipv6' ? [6] : [4, 6]);
 
-/** What the loaders put in an IPv6 (or dual-stack) network's serviceCIDRs/excludeCIDRs (design §3's example, AWS's IPv6 IMDS). */
+/** What the loaders put in an IPv6 (or dual-stack) network's serviceCIDRs/excludeCIDRs (a /108 as in docs/design.md#the-configuration-contract's example, AWS's IPv6 IMDS). */
 export const SERVICE_CIDR6 = 'fd00:96::/108';
 export const EXCLUDE_CIDRS6 = ['fd00:ec2::254/128'];
 

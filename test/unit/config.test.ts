@@ -1,4 +1,4 @@
-// parseConfig: defaults, mark/mask forms, and every validation rule of src/config.ts and design §3.
+// parseConfig: defaults, mark/mask forms, and every validation rule of src/config.ts and docs/design.md#the-configuration-contract.
 // Every rejection must be CNI error 7 whose message names the field (or error 1 for cniVersion).
 import { describe, expect, test } from 'vitest';
 import { CniError } from '../../src/cni/errors.ts';
@@ -51,7 +51,7 @@ describe('defaults', () => {
     });
   });
 
-  test('the design §3 example parses to exact values', () => {
+  test('the docs/design.md example parses to exact values', () => {
     const c = parseConfig({
       ...base,
       mode: 'transparent-tunnel',
