@@ -13,11 +13,11 @@ install_node_modules
 npm run --silent typecheck
 npm run --silent build
 mkdir -p build
+rm -f build/vitest-report.json build/vitest-errors.json
 status=0
-npx vitest run --reporter=default --reporter=json --outputFile=build/vitest-report.json "$@" || status=$?
-# The closing line CI reads, whatever the runner: "N passed, N failed, N skipped".
-node -e '
-  const r = JSON.parse(require("fs").readFileSync("build/vitest-report.json", "utf8"));
-  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
-' || true
+npx vitest run --reporter=default --reporter=json --outputFile.json=build/vitest-report.json \
+  --reporter=./scripts/lib/errors-reporter.ts "$@" || status=$?
+# The closing line CI reads, whatever the runner: "N passed, N failed, N skipped". Files that fail to
+# load or in setup, unhandled errors and a non-zero exit after the report count as failures.
+node scripts/lib/summary.mjs "$status" || { echo "0 passed, 1 failed, 0 skipped"; [ "$status" != 0 ] || status=1; }
 exit "$status"

@@ -1,9 +1,10 @@
 # Shared by scripts/test.sh and scripts/demo.sh: install what is missing, and nothing else.
-DEBIAN_PACKAGES=(iproute2 iptables ipset nftables conntrack containernetworking-plugins iperf3 iputils-ping containerd runc gcc libc6-dev)
+DEBIAN_PACKAGES=(iproute2 procps iptables ipset nftables conntrack containernetworking-plugins iperf3 iputils-ping containerd runc gcc libc6-dev)
 
-install_debian_packages() {
-  local missing=()
-  for p in "${DEBIAN_PACKAGES[@]}"; do
+install_debian_packages() { # [package...] (default: all of DEBIAN_PACKAGES)
+  local missing=() p
+  [ $# -gt 0 ] || set -- "${DEBIAN_PACKAGES[@]}"
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -13,10 +14,15 @@ install_debian_packages() {
 }
 
 install_node_modules() {
-  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-    # npm 11 writes only this platform's optional packages of some dependencies (rollup's) into the
-    # lock, and its own `npm ci` then calls the lock out of sync; `npm install --no-save` installs
-    # the same locked versions without touching package.json or the lock.
-    npm ci --no-audit --no-fund || npm install --no-save --no-audit --no-fund
+  # `npm ci` only: the lock is complete (every platform's optional packages; checked by
+  # test/unit/lockfile.test.ts and test/repo/npm-ci.test.ts), so a lock npm rejects is a bug to fix
+  # in the repository, never something to paper over with `npm install`.
+  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
+     || [ package.json -nt node_modules/.package-lock.json ]; then
+    npm ci --no-audit --no-fund || {
+      echo "npm ci failed: package-lock.json is incomplete or out of sync with package.json." >&2
+      echo "Regenerate it with the same pins (rm -rf node_modules; npm install --package-lock-only) and commit it." >&2
+      return 1
+    }
   fi
 }
