@@ -2,8 +2,11 @@
 // side, azure-vnet's result), its scaling with attached pods, the data-path
 // cost of its marking, and its memory, for each marking backend (iptables and nftables), all
 // measured in one run inside network namespaces of its own (see lib/lab.mjs; the root namespace is
-// never changed), and a load of concurrent ADDs then DELs on one node. Prints one table per
-// section and the targets, and writes every sample to build/bench-results.json.
+// never changed), a load of concurrent ADDs then DELs on one node, and what the state directory's
+// lock costs (the current flock lock against the abstract socket before it). Prints one table per
+// section and the targets, and writes every sample to build/bench-results.json. While the runtime is
+// being chosen (issue 13), dist/markroute-bun (scripts/build-bun.mjs) is measured beside
+// dist/markroute in the same rounds (lib/runtimes.mjs).
 //   node bench/run.mjs [--quick]     (--quick: few samples, 20 and 100 pods, 20 at once, to try the bench itself)
 // Exit status: 0 all targets met, 1 a target missed, 2 the bench itself failed.
 import { availableParallelism, loadavg, release } from "node:os";
@@ -14,15 +17,22 @@ import { captureTools, describe, makeShims, podInterfaceRead, toolDiff } from ".
 import { udpPps } from "./lib/datapath.mjs";
 import { Lab, sweepStale } from "./lib/lab.mjs";
 import { commands, inProcess, rounds } from "./lib/latency.mjs";
+import { LOCKS, OLD_LOCK_COMMIT, lockProcess, lockSummary, prepareLocks } from "./lib/lock.mjs";
 import { check, checksTable, countCheck, datapathTable, exactCheck, flagCheck, heading, latencyTable, loadTable, rssTable, scaleTable, writeJson } from "./lib/report.mjs";
 import { PATH, pool, run, runIn } from "./lib/proc.mjs";
 import { addPeakRssKiB, rssMethod } from "./lib/rss.mjs";
+import { RUNTIME_TARGETS, prepareBun, pssSummary, pssWaves, runtimeCommands, runtimeTable } from "./lib/runtimes.mjs";
 import { quantile, summarize } from "./lib/stats.mjs";
 
 const QUICK = process.argv.includes("--quick");
 const P = QUICK
-  ? { rounds: 10, warmup: 2, others: [0, 20, 100], coldCycles: 3, rssRuns: 3, iperfSeconds: 1, iperfRuns: 1, iperfRunsDirect: 1, loadPods: 20 }
-  : { rounds: 40, warmup: 5, others: [0, 200, 1000], coldCycles: 8, rssRuns: 8, iperfSeconds: 3, iperfRuns: 5, iperfRunsDirect: 3, loadPods: 200 };
+  ? { rounds: 10, warmup: 2, others: [0, 20, 100], coldCycles: 3, rssRuns: 3, iperfSeconds: 1, iperfRuns: 1, iperfRunsDirect: 1, loadPods: 20, lockPerProcess: 5 }
+  : { rounds: 40, warmup: 5, others: [0, 200, 1000], coldCycles: 8, rssRuns: 8, iperfSeconds: 3, iperfRuns: 5, iperfRunsDirect: 3, loadPods: 200, lockPerProcess: 5 };
+/**
+ * The runtimes' PSS waves (issue 13: PSS per in-flight ADD with 100 at once): ADDs at once, then
+ * their DELs, at the default backend's 0-other-pods site, per runtime in this order (ABBA).
+ */
+const PR = QUICK ? { pssPods: 20, pssOrder: ["node", "bun"] } : { pssPods: 100, pssOrder: ["node", "bun", "bun", "node"] };
 /** The largest number of other pods: the one the targets are about. */
 const MAX = P.others.at(-1);
 /**
@@ -171,6 +181,18 @@ async function load(site, pods) {
 async function bench(lab, results) {
   const cmd = commands(lab);
 
+  // Both locks bundled first (esbuild, in the bench's temp dir): a problem shows before the long part.
+  log(`lock: bundling src/state/lock.ts and ${OLD_LOCK_COMMIT}:src/state/lock.ts`);
+  const lockPrep = await prepareLocks(join(lab.dir, "lock"));
+  for (const note of lockPrep.notes) log(`note: ${note}`);
+
+  // Bun's executable of the same src/ (issue 13), measured beside today's when it exists or can be built.
+  const bun = prepareBun(join(lab.dir, "bun"), log);
+  if (bun.skipped) log(`note: Bun's executable not measured: ${bun.skipped}`);
+  for (const w of bun.warnings ?? []) { log(`WARNING: ${w}`); results.meta.warnings.push(w); }
+  const bunCmd = bun.bin && runtimeCommands(bun.bin);
+  const bunIds = new Map();
+
   log(`setting up namespaces: ${BACKENDS.length * P.others.length} sites (node, fabric, pods a and b via ptp), fwnode`);
   lab.setup();
   const sites = BACKENDS.flatMap((backend) => P.others.map((others) =>
@@ -252,6 +274,11 @@ async function bench(lab, results) {
       const fw = cmd.newPod("fw");
       const before = [["nsTrue", () => cmd.nsTrue(base)], ["nodeE0", () => cmd.nodeE0(base)], ["mrVersion", () => cmd.mrVersion(base)],
         ["fwAdd", () => cmd.fwAdd(fw)]];
+      // Bun's VERSION back to back with today's, in one group (issue 13).
+      if (bunCmd) before.splice(before.findIndex(([n]) => n === "mrVersion"), 1,
+        [["mrVersion", () => cmd.mrVersion(base)], ["bun:version", () => bunCmd.version(base)]]);
+      // Each lock in a fresh node process in the node namespace ADD runs in, the two back to back.
+      before.push(Object.keys(lockPrep.locks).map((k) => [`lock:${k}`, () => lockProcess(lockPrep, base.node, k, P.lockPerProcess)]));
       const after = [["fwDel", () => cmd.fwDel(fw)]];
       // One group per backend and command: its sites (0, 200, 1000 other pods) run back to back.
       for (const b of BACKENDS) {
@@ -262,6 +289,13 @@ async function bench(lab, results) {
           if (i >= P.warmup) ids.get(s).push(p.containerId);
           group.add.push([`add:${s.tag}`, () => cmd.mrAdd(s, p)]);
           group.del.push([`del:${s.tag}`, () => cmd.mrDel(s, p)]);
+          if (bunCmd && s.others === 0) {
+            // Bun's ADD / DEL of another made-up pod at the same site, in the same group as today's.
+            const q = cmd.newPod("bun");
+            if (i >= P.warmup) bunIds.set(s, [...(bunIds.get(s) ?? []), q.containerId]);
+            group.add.push([`bun:add:${s.tag}`, () => bunCmd.add(s, q)]);
+            group.del.push([`bun:del:${s.tag}`, () => bunCmd.del(s, q)]);
+          }
           if (s.others === CHECKED) {
             const c = cmd.newPod("chk");
             group.add.push([`addChecked:${s.tag}`, () => cmd.mrAddChecked(s, c)]);
@@ -284,14 +318,24 @@ async function bench(lab, results) {
     },
   });
 
+  // The lock processes' figures (objects, not ms) go to results.lock, not with the latency samples.
+  const lockRuns = Object.fromEntries(Object.keys(lockPrep.locks).map((k) => [k, lat[`lock:${k}`]]));
+  for (const k of Object.keys(lockPrep.locks)) delete lat[`lock:${k}`];
+
   const rssSites = sites.filter((s) => s.others === 0 || s.others === MAX);
   log(`peak RSS (${P.rssRuns} ADDs per site, ${rssSites.map((s) => s.tag).join(", ")})`);
   const rss = Object.fromEntries(rssSites.map((s) => [s.tag, []]));
+  const rssBun = Object.fromEntries(rssSites.filter((s) => s.others === 0).map((s) => [s.tag, []]));
   for (let i = 0; i < P.rssRuns; i++) {
     for (const s of rssSites) {
       const pod = cmd.newPod("rss");
       rss[s.tag].push(await addPeakRssKiB(s, pod));
       cmd.mrDel(s, pod);
+      if (bunCmd && rssBun[s.tag]) {
+        const q = cmd.newPod("rssbun");
+        rssBun[s.tag].push(await addPeakRssKiB(s, q, bun.bin));
+        bunCmd.del(s, q);
+      }
     }
   }
 
@@ -304,6 +348,12 @@ async function bench(lab, results) {
       dpRuns.get(s).push(...(await iperf(s, true)));
     }
   }
+
+  // PSS per in-flight ADD, many at once, per runtime (issue 13); failures are recorded, not thrown.
+  const pssRuntimes = { node: MARKROUTE, ...(bun.bin ? { bun: bun.bin } : {}) };
+  const pssOrder = PR.pssOrder.filter((k) => pssRuntimes[k]);
+  log(`PSS: ${PR.pssPods} concurrent ADDs then DELs at ${site(DEFAULT_BACKEND, 0).tag}, runtimes in order ${pssOrder.join(", ")}`);
+  const pss = await pssWaves(site(DEFAULT_BACKEND, 0), pssRuntimes, pssOrder, PR.pssPods, cmd.newPod, holdings);
 
   // Last, so a failed load (pods left behind) cannot disturb the other figures.
   log(`load: ${P.loadPods} concurrent ADDs, then ${P.loadPods} concurrent DELs, per backend (${BACKENDS.map((b) => site(b, 0).tag).join(", ")})`);
@@ -338,8 +388,37 @@ async function bench(lab, results) {
       rss: { method: rssMethod(), ...Object.fromEntries([0, MAX].map((n) => [n, S(rss[site(b, n).tag])])) },
     }])),
     load: loads,
-    samples: { latency: lat, firstPod: cold, rssKiB: rss, attachAddMs: bulkMs },
+    runtimes: runtimeResults({ lat, site, ids, bunIds, rss, rssBun, pss, pssOrder, bun, node: results.meta.markroute }),
+    lock: lockResults(lockPrep, lockRuns, (b) => ({
+      add: S(lat[`add:${site(b, 0).tag}`]), lockWait: S(inProcess(site(b, 0), ids.get(site(b, 0))).ADD?.lockWaitMs),
+    })),
+    samples: { latency: lat, firstPod: cold, rssKiB: rss, rssKiBBun: rssBun, attachAddMs: bulkMs },
   });
+}
+
+/**
+ * Today's executable and Bun's (issue 13), from the same rounds: VERSION, ADD / DEL at each
+ * backend's 0-other-pods site with their in-process times, peak RSS of one ADD there, the PSS waves;
+ * and the Go firewall plugin's ADD / DEL of those rounds. The Bun side is { skipped } without it.
+ */
+function runtimeResults({ lat, site, ids, bunIds, rss, rssBun, pss, pssOrder, bun, node }) {
+  const one = (prefix, idsOf, rssOf, waves, meta) => ({
+    meta,
+    version: S(lat[prefix ? `${prefix}:version` : "mrVersion"]),
+    add: Object.fromEntries(BACKENDS.map((b) => [b, S(lat[`${prefix ? `${prefix}:` : ""}add:${site(b, 0).tag}`])])),
+    del: Object.fromEntries(BACKENDS.map((b) => [b, S(lat[`${prefix ? `${prefix}:` : ""}del:${site(b, 0).tag}`])])),
+    addInProcess: Object.fromEntries(BACKENDS.map((b) => [b, S(inProcess(site(b, 0), idsOf(site(b, 0)) ?? []).ADD?.durationMs)])),
+    delInProcess: Object.fromEntries(BACKENDS.map((b) => [b, S(inProcess(site(b, 0), idsOf(site(b, 0)) ?? []).DEL?.durationMs)])),
+    rssKiB: Object.fromEntries(BACKENDS.map((b) => [b, S(rssOf[site(b, 0).tag])])),
+    pss: pssSummary(waves),
+    pssWaves: waves,
+  });
+  return {
+    targets: RUNTIME_TARGETS, pssOrder, pssBackend: DEFAULT_BACKEND,
+    firewall: { add: S(lat.fwAdd), del: S(lat.fwDel) },
+    node: one("", (s) => ids.get(s), rss, pss.node, node),
+    ...(bun.bin ? { bun: one("bun", (s) => bunIds.get(s), rssBun, pss.bun, bun.meta) } : { bunSkipped: bun.skipped }),
+  };
 }
 
 /**
@@ -364,6 +443,63 @@ function azureShape(s, lat, ids) {
     extraIsPodInterfaceRead: t.extra.length === 1 && t.missing.length === 0 &&
       JSON.stringify(t.extra[0].argv) === JSON.stringify(t.expected) && !t.extra[0].input,
   };
+}
+
+/**
+ * The lock's figures: each lock's uncontended acquire + release (a fresh node process per lock in
+ * each latency round), and per backend the ADD of the same rounds (0 other pods; it takes the
+ * current lock once) with each lock's median acquire + release as a share of it, and that ADD's
+ * own wait for the lock (log lockWaitMs: the flock acquire inside the executable).
+ */
+function lockResults(prep, runs, addOf) {
+  const out = {
+    method: {
+      where: `a fresh node process per lock (${process.execPath}) in each latency round, ip netns exec <${DEFAULT_BACKEND} 0-other-pods node ns>, the two back to back in shuffled order`,
+      perProcess: P.lockPerProcess, stateDir: "one per lock in the bench's temp dir, 0700, root's", notes: prep.notes,
+    },
+  };
+  for (const k of Object.keys(LOCKS)) out[k] = prep.locks[k] ? lockSummary(prep, k, runs[k]) : { skipped: prep.notes.join("; ") };
+  const flock = out.flock.perAcquisition.median;
+  const old = out.abstractSocket.perAcquisition?.median;
+  out.add = Object.fromEntries(BACKENDS.map((b) => {
+    const { add, lockWait } = addOf(b);
+    return [b, {
+      add, lockWaitInAdd: lockWait, flockMs: flock, flockShare: flock / add.median,
+      ...(old === undefined ? {} : {
+        abstractSocketMs: old, abstractSocketShare: old / add.median, extraMs: flock - old,
+        // What the ADD would take with the old lock, all else equal: an estimate, not a measurement.
+        addWithAbstractSocketEstimate: add.median - flock + old,
+      }),
+    }];
+  }));
+  return out;
+}
+
+/** The printed lock section. */
+function lockSection(L) {
+  const locks = Object.keys(LOCKS).filter((k) => !L[k].skipped);
+  const pct = (x) => `${(100 * x).toFixed(1)}%`;
+  const f = L.flock;
+  const a = L.abstractSocket.skipped ? undefined : L.abstractSocket;
+  return [
+    latencyTable(`State directory lock: uncontended acquire + release (ms), per acquisition\n` +
+      `  a fresh node process per lock (bundled from src/${a ? ` and ${OLD_LOCK_COMMIT}` : ""}) in each latency round (${f.processes}), ` +
+      `${f.perProcess} acquisitions each, in the ${DEFAULT_BACKEND} 0-other-pods node namespace`, [
+      ...locks.flatMap((k) => [[LOCKS[k].label, L[k].perAcquisition], ["  acquire", L[k].acquire], ["  release", L[k].release],
+        ["  first acquisition in its process", L[k].firstInProcess]]),
+      ...BACKENDS.flatMap((b) => [[`markroute ADD, ${b} (takes the flock lock once)`, L.add[b].add],
+        [`  its own lock wait (log lockWaitMs: flock's acquire)`, L.add[b].lockWaitInAdd]]),
+    ]),
+    ...(a ? [] : [`  note: ${L.abstractSocket.skipped}`]),
+    `  the lock's share of ADD (medians): flock ${f.perAcquisition.median.toFixed(1)} ms = ` +
+      BACKENDS.map((b) => `${pct(L.add[b].flockShare)} (${b})`).join(", ") +
+      (a ? `; abstract socket ${a.perAcquisition.median.toFixed(1)} ms = ${BACKENDS.map((b) => `${pct(L.add[b].abstractSocketShare)}`).join(", ")}; ` +
+        `flock costs ${signed(L.add[BACKENDS[0]].extraMs)} ms per operation` : ""),
+    ...(a ? [`  ADD with the abstract socket instead, estimated (ADD - flock + abstract socket, medians): ` +
+      BACKENDS.map((b) => `${b} ${L.add[b].addWithAbstractSocketEstimate.toFixed(1)} ms`).join(", ")] : []),
+    `  a second acquirer kept out while held (11 after a 20 ms wait), every process: ` +
+      locks.map((k) => `${k} ${L[k].excludes ? "yes" : "NO"}`).join(", "),
+  ];
 }
 
 const signed = (ms) => `${ms >= 0 ? "+" : ""}${ms.toFixed(1)}`;
@@ -417,6 +553,14 @@ function report(r) {
       countCheck("load: pod set / attachment counts off (between, after)", r.load[b].wrongHoldings.length),
     );
   }
+  const L = r.lock;
+  const lockKeys = Object.keys(LOCKS).filter((k) => !L[k].skipped);
+  checks.push(
+    heading("state directory lock"),
+    flagCheck("a second acquirer is kept out while held (each lock)", lockKeys.every((k) => L[k].excludes)),
+    ...lockKeys.map((k) => check(`${k}: acquire + release, median`, L[k].perAcquisition.median, undefined, undefined, " ms")),
+    ...BACKENDS.flatMap((b) => lockKeys.map((k) => check(`ADD, ${b}: ${k}'s share (medians)`, L.add[b][`${k}Share`]))),
+  );
   checks.push(
     heading("nftables vs iptables (information)"),
     check("ADD, 0 other pods (medians)", n0("nftables").add.median / n0("iptables").add.median),
@@ -424,6 +568,27 @@ function report(r) {
     check(`ADD, ${MAX} other pods (medians)`, nMax("nftables").add.median / nMax("iptables").add.median),
     check(`DEL, ${MAX} other pods (medians)`, nMax("nftables").del.median / nMax("iptables").del.median),
     check(`UDP pps, ${MAX} other pods`, B.nftables.datapath[MAX].pps / B.iptables.datapath[MAX].pps),
+  );
+  // The runtimes (issue 13): the issue's targets for the executable that ships, information until one is chosen.
+  const R = r.runtimes;
+  const rtKeys = ["node", ...(R.bun ? ["bun"] : [])];
+  const rtName = { node: "Node SEA", bun: "Bun" };
+  checks.push(
+    heading(`runtime (issue 13 targets: ADD <= ${R.targets.addOverFirewall}x, DEL <= ${R.targets.delOverFirewall}x firewall, PSS <= ${R.targets.pssPerInFlightMiB} MiB; information)`),
+    ...rtKeys.flatMap((k) => [
+      ...BACKENDS.flatMap((b) => [
+        check(`${rtName[k]}: ADD / firewall ADD, ${b} (medians)`, R[k].add[b].median / R.firewall.add.median),
+        check(`${rtName[k]}: DEL / firewall DEL, ${b} (medians)`, R[k].del[b].median / R.firewall.del.median),
+      ]),
+      ...(R[k].pss ? [check(`${rtName[k]}: PSS per in-flight ADD, ${R[k].pss.pods} at once (median of waves)`, R[k].pss.pssPerInFlightKiB.median / 1024, undefined, undefined, " MiB")] : []),
+    ]),
+    ...(R.bun ? [
+      check("Bun / Node SEA: VERSION (medians)", R.bun.version.median / R.node.version.median),
+      ...BACKENDS.flatMap((b) => [
+        check(`Bun / Node SEA: ADD, ${b} (medians)`, R.bun.add[b].median / R.node.add[b].median),
+        check(`Bun / Node SEA: DEL, ${b} (medians)`, R.bun.del[b].median / R.node.del[b].median),
+      ]),
+    ] : []),
   );
   r.checks = checks.filter((c) => !c.heading);
   const m = r.meta;
@@ -486,6 +651,10 @@ function report(r) {
       BACKENDS.map((b) => [b, r.load[b]])),
     ...BACKENDS.flatMap((b) => loadProblems(r.load[b])).map((msg) => `  FAILED: ${msg}`),
     "",
+    ...lockSection(r.lock),
+    "",
+    runtimeTable(r.runtimes, BACKENDS),
+    "",
     checksTable(checks),
   ];
   process.stdout.write(out.join("\n") + "\n");
@@ -515,6 +684,7 @@ async function main() {
   const started = performance.now();
   try {
     results.meta.markroute = await stageMarkroute(lab.dir);
+    results.meta.git.bunChanged = run(["git", "-C", REPO, "status", "--porcelain", "--", "scripts/build-bun.mjs", "bench/lib/runtimes.mjs"], { check: false }).stdout.trim();
     await bench(lab, results);
   } finally {
     lab.cleanup();

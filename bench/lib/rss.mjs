@@ -12,17 +12,17 @@ const GNU_TIME = "/usr/bin/time";
 
 export const rssMethod = () => (existsSync(GNU_TIME) ? "GNU time %M (ru_maxrss)" : "VmHWM polled from /proc");
 
-/** Peak RSS in KiB of one markroute ADD of `pod`. */
-export async function addPeakRssKiB(site, pod) {
+/** Peak RSS in KiB of one markroute ADD of `pod` (by `bin`: the staged dist/markroute unless given). */
+export async function addPeakRssKiB(site, pod, bin = MARKROUTE) {
   const input = JSON.stringify(markrouteConf(site, pod.prevResult));
   const env = cniEnv("ADD", pod);
   if (existsSync(GNU_TIME)) {
     const out = join(site.dir, "rss.txt");
     rmSync(out, { force: true });
-    run(inNs(site.node, [GNU_TIME, "-f", "%M", "-o", out, MARKROUTE]), { input, env });
+    run(inNs(site.node, [GNU_TIME, "-f", "%M", "-o", out, bin]), { input, env });
     return Number(readFileSync(out, "utf8").trim().split("\n").pop());
   }
-  return pollHwm(inNs(site.node, [MARKROUTE]), input, env);
+  return pollHwm(inNs(site.node, [bin]), input, env);
 }
 
 function pollHwm(argv, input, env) {

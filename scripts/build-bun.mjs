@@ -1,0 +1,135 @@
+// Builds dist/markroute-bun: the same src/entry.ts compiled by Bun into one executable (Bun's
+// runtime + the bundle as bytecode), for measuring against dist/markroute (issue 13; bench/run.mjs
+// runs both when this one exists). dist/markroute and scripts/build.mjs are not touched.
+//   node scripts/build-bun.mjs
+//   bun build --compile --minify --bytecode --format=cjs --no-compile-autoload-dotenv
+//     --no-compile-autoload-bunfig src/entry.ts -> dist/markroute-bun
+// Fully offline: the bun binary is the locked devDependency `bun` (its platform package,
+// @oven/bun-<os>-<arch>, from the npm registry at `npm ci`), and without --target `bun build
+// --compile` embeds the very runtime that runs it, so nothing is downloaded. The network is not
+// needed; to make sure of that, the build runs with no proxy and an unroutable registry
+// (BUN_CONFIG_REGISTRY) and fails if Bun tries. The executable needs what that bun binary needs:
+// glibc >= 2.17 (no libstdc++) and, for 1.4.5's linux-x64 package (byte-identical to its -baseline
+// one), an x86-64-v2 CPU; Bun's npm install never picks a -baseline build by itself, so check this
+// again at every Bun bump (docs/runtime-choice.md).
+//
+// Under Bun, node:v8's startupSnapshot.isBuildingSnapshot() is false, so src/entry.ts just runs
+// run(); src/rehearsal.ts is bundled but never runs.
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+process.chdir(ROOT);
+const OUT = "dist/markroute-bun";
+
+function fail(message) {
+  console.error(`build-bun: FAILED: ${message}`);
+  process.exit(1);
+}
+const step = (name) => console.log(`build-bun: ${name}`);
+
+const isElf = (path) => {
+  try {
+    const fd = openSync(path, "r");
+    const b = Buffer.alloc(4);
+    readSync(fd, b, 0, 4, 0);
+    closeSync(fd);
+    return b.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * The locked bun binary. Its postinstall (node_modules/bun/install.js) moves the platform package's
+ * binary over node_modules/bun/bin/bun.exe (a text placeholder until then); with --ignore-scripts
+ * it stays in @oven/bun-<platform>/bin/bun. Either is fine; nothing is fetched here when neither is.
+ */
+function locateBun() {
+  const require = createRequire(join(ROOT, "package.json"));
+  let pkgDir;
+  try {
+    pkgDir = dirname(require.resolve("bun/package.json"));
+  } catch {
+    fail("the devDependency `bun` is not installed: run `npm ci`");
+  }
+  const version = require("bun/package.json").version;
+  const arch = { x64: "x64", arm64: "aarch64" }[process.arch];
+  const candidates = [join(pkgDir, "bin/bun.exe")];
+  for (const suffix of ["", "-musl"]) {
+    try {
+      candidates.push(join(dirname(require.resolve(`@oven/bun-${process.platform}-${arch}${suffix}/package.json`)), "bin/bun"));
+    } catch { /* not this platform's */ }
+  }
+  const bun = candidates.find((p) => existsSync(p) && isElf(p));
+  if (!bun) fail(`no bun binary for ${process.platform}-${process.arch} in node_modules (looked at ${candidates.join(", ")}): run \`npm ci\` (with install scripts)`);
+  return { bun, version };
+}
+
+const { bun, version } = locateBun();
+// Offline: no proxy, and any registry or download Bun might attempt goes to a closed port.
+const env = {
+  PATH: process.env.PATH ?? "/usr/bin:/bin",
+  HOME: process.env.HOME ?? "/root",
+  BUN_CONFIG_REGISTRY: "http://127.0.0.1:9/",
+  NPM_CONFIG_REGISTRY: "http://127.0.0.1:9/",
+  DO_NOT_TRACK: "1",
+};
+const r0 = spawnSync(bun, ["--version"], { encoding: "utf8", env });
+if (r0.status !== 0) {
+  fail(`${bun} --version: ${r0.error?.message ?? `exit ${r0.status ?? r0.signal}`} ${r0.stderr ?? ""}` +
+    (r0.signal === "SIGILL" ? " (illegal instruction: this CPU lacks AVX2? Bun's -baseline build is needed)" : ""));
+}
+if (r0.stdout.trim() !== version) fail(`${bun} says ${r0.stdout.trim()}, the locked package is ${version}`);
+step(`bun ${version} (${bun})`);
+
+mkdirSync("dist", { recursive: true });
+mkdirSync("build", { recursive: true });
+// Made in a directory of its own under build/, then renamed into place: whoever runs
+// dist/markroute-bun meanwhile gets a whole one. The file name is the final one because Bun embeds
+// it (the module's path, /$bunfs/root/<name>): a temporary name would change the bytes and the
+// stack traces. With the same inputs the output is byte-identical from one build to the next.
+const TMPDIR = `build/bun-${process.pid}`;
+rmSync(TMPDIR, { recursive: true, force: true });
+mkdirSync(TMPDIR, { recursive: true });
+const TMP = join(TMPDIR, "markroute-bun");
+// Bun's executables read `.env` and `bunfig.toml` from the current directory by default: a
+// bunfig.toml `[run] preload = ["./x.js"]` in whatever directory an operator (root) runs
+// `markroute status` from, or the runtime starts the plugin in, would run x.js inside markroute as
+// root, and a `.env` would set its environment (CNI_COMMAND included). Both are turned off here
+// (tsconfig.json and package.json are off by default). The environment itself is the runtime's, as
+// for Node: BUN_OPTIONS works like NODE_OPTIONS (keep both out of the runtime's environment).
+const argv = ["build", "--compile", "--minify", "--bytecode", "--format=cjs",
+  "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig", "src/entry.ts", "--outfile", TMP];
+step(`bun ${argv.join(" ")}`);
+const r = spawnSync(bun, argv, { encoding: "utf8", env, maxBuffer: 64 * 1024 * 1024 });
+if (r.status !== 0) {
+  rmSync(TMPDIR, { recursive: true, force: true });
+  fail(`bun build: ${r.error?.message ?? `exit ${r.status ?? r.signal}`}\n${r.stdout}${r.stderr}`);
+}
+chmodSync(TMP, 0o755);
+
+// It must start and answer VERSION: a binary that cannot never replaces the last good one.
+const v = spawnSync(TMP, [], { input: JSON.stringify({ cniVersion: "1.0.0" }), encoding: "utf8", env: { PATH: env.PATH, CNI_COMMAND: "VERSION" } });
+if (v.status !== 0 || !/"supportedVersions"/.test(v.stdout)) {
+  rmSync(TMPDIR, { recursive: true, force: true });
+  fail(`the compiled executable does not answer VERSION: exit ${v.status ?? v.signal}\n${v.stdout}${v.stderr}`);
+}
+// And it must not read a bunfig.toml or .env from the directory it runs in (see above).
+const probe = join(TMPDIR, "cwd-probe");
+mkdirSync(probe);
+writeFileSync(join(probe, "bunfig.toml"), '[run]\npreload = ["./preload.js"]\n');
+writeFileSync(join(probe, "preload.js"), 'process.stderr.write("PRELOADED\\n");\n');
+writeFileSync(join(probe, ".env"), "CNI_COMMAND=VERSION\n");
+const c = spawnSync(join(ROOT, TMP), [], { cwd: probe, input: "{}", encoding: "utf8", env: { PATH: env.PATH } });
+if (/PRELOADED/.test(c.stderr) || c.status === 0) {
+  rmSync(TMPDIR, { recursive: true, force: true });
+  fail(`the compiled executable reads bunfig.toml or .env from its working directory (exit ${c.status}): ${c.stderr.trim().slice(0, 300)}`);
+}
+renameSync(TMP, OUT);
+rmSync(TMPDIR, { recursive: true, force: true });
+step(`done: ${OUT} (${(statSync(OUT).size / 1048576).toFixed(1)} MiB, sha256 ${createHash("sha256").update(readFileSync(OUT)).digest("hex")})`);
