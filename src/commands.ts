@@ -12,7 +12,7 @@ import {
 } from "./plan.js";
 import { linuxKernel, withState, type ChangeSummary, type Kernel } from "./engine.js";
 
-/** Where the verbs meet the kernel: its facts (read before planning) and its changes. Tests and the rehearsal pass fakes. */
+/** Where the verbs meet the kernel: its facts (read before planning) and its changes. Tests pass fakes. */
 export interface Effects {
   probe: NodeProbe;
   kernel: Kernel;

@@ -31,7 +31,7 @@ export interface Repair { key: string; problems: string[] }
 
 export const repairsOf = (drift: Map<string, string[]>): Repair[] => [...drift].map(([key, problems]) => ({ key, problems }));
 
-/** What the engine needs of the kernel; the real one batches tool calls, tests and the rehearsal use a fake. */
+/** What the engine needs of the kernel; the real one batches tool calls, tests use a fake. */
 export interface Kernel {
   /** The values installing `objects` overwrites (rp_filter), read before anything changes, by key. */
   valuesBefore(objects: KernelObject[]): Map<string, number>;

@@ -3,9 +3,9 @@ import { hostname } from "node:os";
 import pino, { type Logger } from "pino";
 import { secureParent } from "./state/safe-path.js";
 
-// The logger is built once, at snapshot time, writing to a sink whose file descriptor main()
-// opens: building a pino logger per run costs ~2 ms of every pod's start. pid and hostname come
-// from a mixin because pino's own defaults would be frozen into the snapshot.
+// The logger is built once, when the module loads, writing to a sink whose file descriptor
+// openLog() chooses (stderr until a netconf says where). pid and hostname come from a mixin, read
+// at each line.
 const sink = {
   fd: 2,
   failed: false,

@@ -1,5 +1,4 @@
-// A node on paper for the pipeline: the snapshot's rehearsal and the tests give it the facts a
-// Linux probe would read. Anything not given is absent, as on a bare node.
+// A node on paper for the pipeline: the tests give it the facts a Linux probe would read. Anything not given is absent, as on a bare node.
 import { CniError, ErrorCode } from "../cni/errors.js";
 import type { Family } from "../net/cidr.js";
 import type { IptablesVariant, Uplink } from "../plan.js";

@@ -1,5 +1,5 @@
 // The kernel facts an ADD reads before it plans, behind one interface: the Linux probe asks the
-// kernel; the snapshot's rehearsal and the tests run the same pipeline over a fake (probe-fake.ts).
+// kernel; the tests run the same pipeline over a fake (probe-fake.ts).
 import { detectVariant } from "../backend/iptables.js";
 import { nftWorks } from "../backend/nftables.js";
 import { detectUplink, linkMasters } from "../backend/iproute.js";

@@ -10,8 +10,7 @@ export interface Cidr {
 
 const bitsOf = (family: Family) => (family === 4 ? 32 : 128);
 
-// An address as words: 4 octets for IPv4, 8 groups of 16 bits for IPv6. (Not BigInt: BigInt
-// arithmetic run while the startup snapshot is built crashes Node 20's snapshot serializer.)
+// An address as words: 4 octets for IPv4, 8 groups of 16 bits for IPv6.
 const wordBits = (family: Family) => (family === 4 ? 8 : 16);
 
 function toWords(address: string, family: Family): number[] {

@@ -54,7 +54,7 @@ function storeError(what: string, err: unknown): never {
   throw new CniError(ErrorCode.stateStore, `${what}: ${(err as Error).message}`);
 }
 
-/** Records and index, wherever they are kept: the state directory, or memory for tests and the rehearsal. */
+/** Records and index, wherever they are kept: the state directory, or memory for tests. */
 export interface StateStorage {
   readIndex(): StateIndex | undefined;
   writeIndex(idx: StateIndex): void;
