@@ -3,14 +3,15 @@
 // lock it (an abstract Unix socket, the earlier lock, could be bound by any process of the network
 // namespace, hostNetwork pods included, and so stall every pod of the node).
 //
-// Node has no flock call: a child `flock --wait` locks the open file description it inherits from
-// us, then exits; the lock stays with our descriptor until we close it or die (SIGKILL included:
-// the kernel releases it, so a dead holder can never wedge the node). Waiters sleep in the kernel.
-// The wait is bounded per holder, not per queue: each holder writes a fresh sequence number into
-// the file, and a waiter that times out waits again if the holder changed meanwhile. So 200 pods
-// starting at once all get their turn, while one holder that hangs for `stuckMs` makes everyone
-// behind it answer "try again later". The one spawn per operation is what the lock costs (see the
-// README's Performance section); a runtime with a flock call would drop it without changing callers.
+// The lock is tried first with flock(2) itself, without blocking, through Bun's FFI (no spawn:
+// the common, uncontended case costs a system call). When it is held, or the runtime has no FFI
+// (unit tests run under Node), a child `flock --wait` locks the open file description it inherits
+// from us, then exits, and waiters sleep in the kernel. Either way the lock stays with our
+// descriptor until we close it or die (SIGKILL included: the kernel releases it, so a dead holder
+// can never wedge the node). The wait is bounded per holder, not per queue: each holder writes a
+// fresh sequence number into the file, and a waiter that times out waits again if the holder
+// changed meanwhile. So 200 pods starting at once all get their turn, while one holder that hangs
+// for `stuckMs` makes everyone behind it answer "try again later".
 import { spawnSync } from "node:child_process";
 import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from "node:fs";
 import { join } from "node:path";
@@ -31,9 +32,9 @@ export async function acquireLock(stateDir: string, stuckMs: number): Promise<He
   const fd = openLockFile(path);
   const started = performance.now();
   try {
-    for (;;) {
+    for (let first = true; ; first = false) {
       const seen = readSequence(fd);
-      if (flockWait(fd, path, stuckMs)) {
+      if ((first && (await tryLockNow(fd))) || flockWait(fd, path, stuckMs)) {
         writeSequence(fd, `${process.pid}.${seen + 1}`);
         return { waitedMs: performance.now() - started, release: async () => closeSync(fd) };
       }
@@ -65,6 +66,37 @@ function openLockFile(path: string): number {
     throw new CniError(ErrorCode.stateStore, `lock file ${path} is ${problem}; refusing to use it`);
   }
   return fd;
+}
+
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+type Flock = (fd: number, operation: number) => number;
+let libcFlock: Flock | null | undefined;
+
+/** flock(2) from libc where the runtime can call it (Bun's FFI); null where it cannot (Node). */
+async function flockCall(): Promise<Flock | null> {
+  if (libcFlock !== undefined) return libcFlock;
+  libcFlock = null;
+  if ("Bun" in globalThis) {
+    try {
+      // A specifier the bundler leaves alone: the module exists only in Bun.
+      const ffi = "bun:ffi";
+      const { dlopen, FFIType } = (await import(ffi)) as {
+        dlopen: (lib: string, symbols: object) => { symbols: { flock: Flock } };
+        FFIType: Record<string, number>;
+      };
+      libcFlock = dlopen("libc.so.6", { flock: { args: [FFIType.i32!, FFIType.i32!], returns: FFIType.i32! } }).symbols.flock;
+    } catch {
+      // no FFI here: the child does it
+    }
+  }
+  return libcFlock;
+}
+
+/** Locks `fd` at once if nobody holds it; false when someone does (or there is no FFI). */
+async function tryLockNow(fd: number): Promise<boolean> {
+  const flock = await flockCall();
+  return flock !== null && flock(fd, LOCK_EX | LOCK_NB) === 0;
 }
 
 /** Locks `fd` through a child; false when `stuckMs` passed first. */
