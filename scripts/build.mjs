@@ -13,10 +13,10 @@
 // one), an x86-64-v2 CPU; Bun's npm install never picks a -baseline build by itself, so check this
 // again at every Bun bump (docs/runtime-choice.md).
 import { spawnSync } from "node:child_process";
+import { locateBun } from "./lib/bun.mjs";
 import { createHash } from "node:crypto";
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -29,45 +29,9 @@ function fail(message) {
 }
 const step = (name) => console.log(`build: ${name}`);
 
-const isElf = (path) => {
-  try {
-    const fd = openSync(path, "r");
-    const b = Buffer.alloc(4);
-    readSync(fd, b, 0, 4, 0);
-    closeSync(fd);
-    return b.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
-  } catch {
-    return false;
-  }
-};
-
-/**
- * The locked bun binary. Its postinstall (node_modules/bun/install.js) moves the platform package's
- * binary over node_modules/bun/bin/bun.exe (a text placeholder until then); with --ignore-scripts
- * it stays in @oven/bun-<platform>/bin/bun. Either is fine; nothing is fetched here when neither is.
- */
-function locateBun() {
-  const require = createRequire(join(ROOT, "package.json"));
-  let pkgDir;
-  try {
-    pkgDir = dirname(require.resolve("bun/package.json"));
-  } catch {
-    fail("the devDependency `bun` is not installed: run `npm ci`");
-  }
-  const version = require("bun/package.json").version;
-  const arch = { x64: "x64", arm64: "aarch64" }[process.arch];
-  const candidates = [join(pkgDir, "bin/bun.exe")];
-  for (const suffix of ["", "-musl"]) {
-    try {
-      candidates.push(join(dirname(require.resolve(`@oven/bun-${process.platform}-${arch}${suffix}/package.json`)), "bin/bun"));
-    } catch { /* not this platform's */ }
-  }
-  const bun = candidates.find((p) => existsSync(p) && isElf(p));
-  if (!bun) fail(`no bun binary for ${process.platform}-${process.arch} in node_modules (looked at ${candidates.join(", ")}): run \`npm ci\` (with install scripts)`);
-  return { bun, version };
-}
-
-const { bun, version } = locateBun();
+const located = locateBun(ROOT);
+if (located.error) fail(located.error);
+const { bun, version } = located;
 // Offline: no proxy, and any registry or download Bun might attempt goes to a closed port.
 const env = {
   PATH: process.env.PATH ?? "/usr/bin:/bin",

@@ -38,7 +38,7 @@ export function commands(lab) {
   return {
     nsTrue: (site) => runIn(site.node, ["true"]).ms,
     nodeE0: (site) => runIn(site.node, [process.execPath, "-e", "0"]).ms,
-    // The executable's floor: snapshot start, env and stdin parsed, one line printed; no kernel work.
+    // The executable's floor: runtime start, env and stdin parsed, one line printed; no kernel work.
     mrVersion: (site) => runIn(site.node, [MARKROUTE], {
       input: JSON.stringify({ cniVersion: CNI_VERSION }), env: { CNI_COMMAND: "VERSION" },
     }).ms,
@@ -59,7 +59,7 @@ export function commands(lab) {
 
 /**
  * markroute's own view of its operations, from its log: durationMs (from the start of the CNI
- * handler to the result: excludes process start and snapshot deserialisation), lockWaitMs, and
+ * handler to the result: excludes process and runtime start), lockWaitMs, and
  * how many read the shared objects back (driftChecked).
  */
 export function inProcess(site, containerIds) {

@@ -1,12 +1,15 @@
 // What the state directory's lock costs an operation: the current lock (flock(2) on
-// <stateDir>/lock, taken by a child `flock --wait`: one spawn per operation, src/state/lock.ts)
-// against the one it replaced (an abstract Unix socket, src/state/lock.ts at OLD_LOCK_COMMIT).
-// Both are bundled here at bench time with esbuild, the way scripts/build.mjs bundles markroute
-// (CJS, node20, minified), into the bench's own temp dir; nothing is written into the tree.
+// <stateDir>/lock, src/state/lock.ts: one non-blocking flock(2) through Bun's FFI when nobody holds
+// it, a child `flock --wait` only while it is held) against the one it replaced (an abstract Unix
+// socket, src/state/lock.ts at OLD_LOCK_COMMIT). Each runs under the runtime that shipped it: the
+// current one under the locked bun (as dist/markroute runs it), the old one under node.
+// Both are bundled here at bench time with esbuild (CJS, node20, minified) into the bench's own
+// temp dir; nothing is written into the tree.
 // Each measurement is a fresh node process, as a CNI process would be, that requires one bundle,
 // then acquires and releases the lock `perProcess` times, uncontended, on a state directory of
 // its own (0700, root's), and checks once that a second acquirer really is kept out.
 import { spawnSync } from "node:child_process";
+import { locateBun } from "../../scripts/lib/bun.mjs";
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -20,8 +23,8 @@ export const OLD_LOCK_COMMIT = "948c8f8";
 const STUCK_MS = 10_000;
 
 export const LOCKS = {
-  flock: { label: "flock(2), child `flock --wait` (current)" },
-  abstractSocket: { label: `abstract Unix socket (${OLD_LOCK_COMMIT})` },
+  flock: { label: "flock(2): FFI call, child `flock --wait` only while held (current, under bun)" },
+  abstractSocket: { label: `abstract Unix socket (${OLD_LOCK_COMMIT}, under node)` },
 };
 
 /** esbuild, loaded when needed: without it (a devDependency) the bench fails with this message, not an import error. */
@@ -50,7 +53,9 @@ export async function prepareLocks(dir) {
   const notes = [];
   const current = join(REPO, "src/state/lock.ts");
   await bundle(current, join(dir, "flock.cjs"));
-  locks.flock = { bundle: join(dir, "flock.cjs"), source: { path: "src/state/lock.ts (working tree)", sha256: sha256(readFileSync(current)) } };
+  const located = locateBun(REPO);
+  if (located.error) throw new Error(`lock bench: ${located.error}`);
+  locks.flock = { runtime: located.bun, bundle: join(dir, "flock.cjs"), source: { path: "src/state/lock.ts (working tree)", sha256: sha256(readFileSync(current)) } };
 
   // The old lock imports ../cni/errors.js and ../net/hash.js: those are taken from the same commit
   // too (the simplest way: the three files sit where the import paths point; both are unchanged
@@ -69,7 +74,7 @@ export async function prepareLocks(dir) {
     }
     await bundle(join(root, files[0]), join(dir, "abstract-socket.cjs"));
     const sha = git(["rev-parse", `${OLD_LOCK_COMMIT}^{commit}`]).stdout.trim();
-    locks.abstractSocket = { bundle: join(dir, "abstract-socket.cjs"), source: { path: `src/state/lock.ts at ${sha}`, sha256: sha256(readFileSync(join(root, files[0]))) } };
+    locks.abstractSocket = { runtime: process.execPath, bundle: join(dir, "abstract-socket.cjs"), source: { path: `src/state/lock.ts at ${sha}`, sha256: sha256(readFileSync(join(root, files[0]))) } };
   }
 
   for (const key of Object.keys(locks)) mkdirSync(join(dir, `state-${key}`), { mode: 0o700 });
@@ -106,7 +111,7 @@ const { acquireLock } = require(bundle);
 
 /** One fresh node process in namespace `ns` acquiring and releasing lock `key` `count` times. */
 export function lockProcess(prep, ns, key, count) {
-  const r = runIn(ns, [process.execPath, join(prep.dir, "driver.cjs"), prep.locks[key].bundle, join(prep.dir, `state-${key}`), String(count), String(STUCK_MS)]);
+  const r = runIn(ns, [prep.locks[key].runtime, join(prep.dir, "driver.cjs"), prep.locks[key].bundle, join(prep.dir, `state-${key}`), String(count), String(STUCK_MS)]);
   return { ...JSON.parse(r.stdout), processMs: r.ms };
 }
 

@@ -67,15 +67,24 @@ export const exactCheck = (name, value, want) => ({ ...check(name, value, "=", w
 /** A fact that must hold, printed yes / no. */
 export const flagCheck = (name, holds) => ({ name, value: holds, op: "=", target: "yes", pass: holds, flag: true });
 
+/**
+ * A target shown for information: `value` against `target` with `op`, printed with "met" or "MISS"
+ * instead of PASS / FAIL; `pass` stays undefined, so it never decides the exit status.
+ */
+export function infoCheck(name, value, op, target, unit = "", digits = undefined) {
+  const { pass: met } = check(name, value, op, target, unit);
+  return { name, value, op, target, unit, info: true, met, ...(digits === undefined ? {} : { digits }) };
+}
+
 /** A heading row in the checks table. */
 export const heading = (name) => ({ name, heading: true });
 
 export function checksTable(checks) {
   const rows = checks.map((c) => c.heading ? [c.name, "", "", ""] : [
     // Ratios with 3 decimals, so a value just past its target never prints as equal to it.
-    c.name, c.flag ? (c.value ? "yes" : "no") : c.count ? String(c.value) : `${fmt(c.value, c.unit ? 1 : 3)}${c.unit}`,
+    c.name, c.flag ? (c.value ? "yes" : "no") : c.count ? String(c.value) : `${fmt(c.value, c.digits ?? (c.unit ? 1 : 3))}${c.unit}`,
     c.op ? `${c.op} ${c.target}${c.unit ?? ""}` : "(info)",
-    c.pass === undefined ? "" : c.pass ? "PASS" : "FAIL",
+    c.info ? (c.met ? "met" : "MISS") : c.pass === undefined ? "" : c.pass ? "PASS" : "FAIL",
   ]);
   return table("Targets", ["", "measured", "target", ""], rows, [56, 10, 10, 4]).replace(/ +$/gm, "");
 }

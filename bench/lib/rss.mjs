@@ -12,8 +12,9 @@ const GNU_TIME = "/usr/bin/time";
 
 export const rssMethod = () => (existsSync(GNU_TIME) ? "GNU time %M (ru_maxrss)" : "VmHWM polled from /proc");
 
-/** Peak RSS in KiB of one markroute ADD of `pod` (by `bin`: the staged dist/markroute unless given). */
-export async function addPeakRssKiB(site, pod, bin = MARKROUTE) {
+/** Peak RSS in KiB of one markroute ADD of `pod` (the staged dist/markroute). */
+export async function addPeakRssKiB(site, pod) {
+  const bin = MARKROUTE;
   const input = JSON.stringify(markrouteConf(site, pod.prevResult));
   const env = cniEnv("ADD", pod);
   if (existsSync(GNU_TIME)) {
