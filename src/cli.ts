@@ -1,4 +1,5 @@
-// The command line for people: what is installed, what an ADD would do, and putting things right.
+// The command line for people: what is installed, what an ADD would do, putting things right, and
+// putting markroute on a node or taking it off (install.ts).
 import { statSync } from "node:fs";
 import { join } from "node:path";
 import { Command } from "commander";
@@ -9,7 +10,10 @@ import { explain, packetOf } from "./explain.js";
 import { decodeNetconf, parseEnvironment, readStdin } from "./cni/request.js";
 import { DEFAULT_STATE_DIR, SUPPORTED_VERSIONS, parseConfig } from "./config.js";
 import { repairsOf, withState, type Transaction } from "./engine.js";
-import { addInstallCommands } from "./install.js";
+import { install, uninstall } from "./install.js";
+import { DEFAULT_BIN_DIR } from "./install/binary.js";
+import { DEFAULT_CONF_DIR } from "./install/conf-dir.js";
+import { readEntry } from "./install/entry.js";
 import { describePlan } from "./plan-text.js";
 import { secureDirectory } from "./state/safe-path.js";
 
@@ -81,7 +85,38 @@ export async function cli(args: string[]): Promise<number> {
       console.log(JSON.stringify(summary, null, 2));
     });
 
-  addInstallCommands(program);
+  program.command("install")
+    .description("put markroute on this node: the binary into the CNI bin dir (write, then rename) and its entry into the conflist the runtime uses, after the main plugin; running it again changes nothing")
+    .option("--bin-dir <dir>", "CNI bin dir", DEFAULT_BIN_DIR)
+    .option("--conf-dir <dir>", "CNI conf dir", DEFAULT_CONF_DIR)
+    .option("--entry <json>", "markroute's conflist entry, as JSON")
+    .option("--entry-file <path>", "markroute's conflist entry, in a JSON file")
+    .option("--source <file>", "the executable to install (default: this one)")
+    .action((opts: { binDir: string; confDir: string; entry?: string; entryFile?: string; source?: string }) => {
+      const report = install({ binDir: opts.binDir, confDir: opts.confDir, entry: readEntry(opts), ...(opts.source ? { source: opts.source } : {}) });
+      const c = report.conflist;
+      console.log([
+        `binary ${report.binary.path}: ${report.binary.action}`,
+        `conflist ${c.path}: markroute entry ${c.action}${c.convertedFrom ? ` (converted from ${c.convertedFrom})` : ""}`,
+        ...(c.backup ? [`backup of the original: ${c.backup}`] : []),
+      ].join("\n"));
+    });
+
+  program.command("uninstall")
+    .description("take markroute off this node: its entry out of the conflists, every recorded attachment's kernel objects (as DEL would), then the binary")
+    .option("--bin-dir <dir>", "CNI bin dir", DEFAULT_BIN_DIR)
+    .option("--conf-dir <dir>", "CNI conf dir", DEFAULT_CONF_DIR)
+    .option("--state-dir <dir>", `state directory (default: the conflist entry's stateDir, else ${DEFAULT_STATE_DIR})`)
+    .action(async (opts: { binDir: string; confDir: string; stateDir?: string }) => {
+      const report = await uninstall({ binDir: opts.binDir, confDir: opts.confDir, ...(opts.stateDir ? { stateDir: opts.stateDir } : {}) });
+      console.log([
+        ...(report.conflists.length ? report.conflists.map((c) => `conflist ${c.path}: markroute entry ${c.action}`) : [`conflists in ${opts.confDir}: no markroute entry`]),
+        `state ${report.stateDir}: ${report.attachments.length} attachment(s) removed${report.attachments.length ? `: ${report.attachments.join(", ")}` : ""}`,
+        ...(report.summary?.removed.length ? [`kernel objects removed: ${report.summary.removed.join(", ")}`] : []),
+        ...(report.summary?.recoveryError ? [`warning: healing an earlier operation's leftovers failed: ${report.summary.recoveryError}`] : []),
+        `binary ${report.binary.path}: ${report.binary.action}`,
+      ].join("\n"));
+    });
 
   try {
     await program.parseAsync(args, { from: "user" });

@@ -2,7 +2,7 @@
 import { CniError, ErrorCode } from "./cni/errors.js";
 import type { CniRequest } from "./cni/request.js";
 import { resultInVersion } from "./cni/result.js";
-import { SUPPORTED_VERSIONS, type Config, type MarkSpec } from "./config.js";
+import { LATEST_VERSION, SUPPORTED_VERSIONS, isSupportedVersion, type Config, type MarkSpec } from "./config.js";
 import { resolveHostMatch, type PodRef } from "./host-match.js";
 import { runTool } from "./kernel/exec.js";
 import { linuxProbe, type NodeProbe } from "./kernel/probe.js";
@@ -247,10 +247,9 @@ export function status(config: Config, probe: NodeProbe = linuxProbe()): Outcome
 }
 
 export function version(cniVersion: unknown): Outcome {
-  const current = SUPPORTED_VERSIONS.at(-1)!;
   return {
     result: {
-      cniVersion: typeof cniVersion === "string" && (SUPPORTED_VERSIONS as readonly string[]).includes(cniVersion) ? cniVersion : current,
+      cniVersion: isSupportedVersion(cniVersion) ? cniVersion : LATEST_VERSION,
       supportedVersions: SUPPORTED_VERSIONS,
     },
   };

@@ -16,6 +16,11 @@ export const isSafePath = (path: string) =>
   /^(\/[A-Za-z0-9_.-]+)+\/?$/.test(path) && !path.split("/").some((c) => c === "." || c === "..") && path.length <= 1024;
 
 export const SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] as const;
+/** The version markroute answers in when the caller's is missing or one it does not speak. */
+export const LATEST_VERSION: string = SUPPORTED_VERSIONS.at(-1)!;
+/** Whether markroute speaks `version` (a netconf's or a caller's cniVersion, which may be anything). */
+export const isSupportedVersion = (version: unknown): version is string =>
+  typeof version === "string" && (SUPPORTED_VERSIONS as readonly string[]).includes(version);
 
 // Linux IFNAMSIZ is 16 with the NUL; only characters that are safe in file names, ipset comments and argv.
 export const IFNAME = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,14}$/;
@@ -28,9 +33,6 @@ const u32 = (what: string) =>
     z.string().check(z.regex(/^(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})$/, `${what} must be a decimal or 0x-hex 32-bit number`)),
   ]);
 const toU32 = (v: number | string) => (typeof v === "number" ? v : Number(v));
-
-/** Whether an IPv6 address (already known to be one) lies in `prefix`. */
-const inPrefix6 = (address: string, prefix: string) => familyOf(address) === 6 && inCidr(address, prefix);
 
 // An IPv6 zone (fe80::1%eth0) is refused wherever an address is taken: the tools take none, and
 // the device of a link-local next hop is the netconf's `uplink`.
@@ -129,8 +131,8 @@ const netconfSchema = z.strictObject({
   // 0 is every interface's default group; iproute2 (6.1) takes groups up to 2^31-1 only.
   linkGroup: z.optional(z.number().check(z.int(), z.minimum(1), z.maximum(0x7fffffff))),
   ipv6ProbeRewrite: z.optional(z.strictObject({
-    from: address(6).check(z.refine((a) => inPrefix6(a, "fe80::/10"), "must be a link-local (fe80::/10) address: the probe's source")),
-    to: address(6).check(z.refine((a) => !["fe80::/10", "ff00::/8", "::1/128", "::/128", "::ffff:0.0.0.0/96"].some((p) => inPrefix6(a, p)),
+    from: address(6).check(z.refine((a) => inCidr(a, "fe80::/10"), "must be a link-local (fe80::/10) address: the probe's source")),
+    to: address(6).check(z.refine((a) => !["fe80::/10", "ff00::/8", "::1/128", "::/128", "::ffff:0.0.0.0/96"].some((p) => inCidr(a, p)),
       "must be a routable IPv6 address the node can forward (unicast: not link-local, multicast, loopback, unspecified or IPv4-mapped)")),
   })),
   rpFilter: z._default(z.optional(z.enum(["loose", "unchanged"])), "loose"),
@@ -216,7 +218,7 @@ function checkedMark(prefix: string, rawMark: number | string, rawMask: number |
 /** Validates a parsed netconf; every problem is CNI error 7 naming the field, raised before anything changes. */
 export function parseConfig(raw: unknown): Config {
   const version = (raw as { cniVersion?: unknown } | null)?.cniVersion;
-  if (typeof version === "string" && !(SUPPORTED_VERSIONS as readonly string[]).includes(version)) {
+  if (typeof version === "string" && !isSupportedVersion(version)) {
     throw new CniError(ErrorCode.incompatibleVersion, `cniVersion ${version} is not supported; supported: ${SUPPORTED_VERSIONS.join(", ")}`);
   }
   const parsed = netconfSchema.safeParse(raw);

@@ -1,9 +1,9 @@
 // `markroute explain`: what happens to one packet, in words a person can act on. Which of our
 // objects marks or exempts it is read from the state (what is installed); which ip rule it meets
 // and the route it takes come from the kernel itself (`ip route get … mark …`).
-import { readRules } from "./backend/iproute.js";
+import { readRules, renderRouteGet } from "./backend/iproute.js";
 import { runTool } from "./kernel/exec.js";
-import { familyOf, parseCidr } from "./net/cidr.js";
+import { familyOf, inCidr } from "./net/cidr.js";
 import { hex } from "./net/hex.js";
 import type { KernelObject, MarkChain, NftTable } from "./plan.js";
 import type { Transaction } from "./engine.js";
@@ -14,12 +14,6 @@ export interface Packet {
   to: string;
 }
 
-
-/** Whether `address` is inside `cidr` (same family). */
-function contains(cidr: string, address: string): boolean {
-  const [, len] = cidr.split("/");
-  return parseCidr(`${address}/${len}`).text === cidr;
-}
 
 /** The recorded attachment `id` (or the one whose container ID starts with it) as a packet source. */
 export function packetOf(tx: Transaction, idOrContainer: string, to: string): Packet {
@@ -43,7 +37,7 @@ function verdict(tx: Transaction, p: Packet): { lines: string[]; mark?: { mark: 
   for (const m of marking) {
     const where = m.kind === "markChain" ? `iptables chain ${m.chain} (mangle, ${m.variant})` : `nftables table inet ${m.table}`;
     const exempt = m.kind === "markChain" ? m.exempt : family === 4 ? m.exempt4 : m.exempt6;
-    const hit = exempt.find((cidr) => contains(cidr, p.to));
+    const hit = exempt.find((cidr) => inCidr(p.to, cidr));
     if (hit) return { lines: [`${where}: ${p.to} is in the exempt CIDR ${hit} (serviceCIDRs/excludeCIDRs): not marked, routed by the main table`] };
     const elements = perPod.filter((o) => (o.kind === "element" || o.kind === "nftElement") && o.address === p.from && o.iface === p.iif);
     const grouped = m.kind === "nftTable" && m.linkGroup !== undefined && perPod.some((o) => o.kind === "linkGroup" && o.dev === p.iif);
@@ -81,7 +75,7 @@ export function explain(tx: Transaction, p: Packet): string[] {
     return ((fwmark & Number(r.fwmask ?? "0xffffffff")) >>> 0) === Number(r.fwmark);
   });
   if (rule) lines.push(`  ip rule ${rule.priority}: ${rule.fwmark ? `fwmark ${rule.fwmark}/${rule.fwmask ?? "0xffffffff"} ` : ""}lookup ${rule.table} decides`);
-  const route = runTool(["ip", "-j", `-${family}`, "route", "get", p.to, "from", p.from, "iif", p.iif, "mark", hex(fwmark)]);
+  const route = runTool(renderRouteGet(family, p, fwmark).argv);
   if (route.status !== 0) {
     lines.push(`  the kernel cannot route it: ${route.stderr.trim()} (does ${p.iif} exist here, with ${p.from} behind it?)`);
   } else {

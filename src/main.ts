@@ -3,7 +3,7 @@ import { cli } from "./cli.js";
 import * as commands from "./commands.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { decodeNetconf, parseEnvironment, readStdin, type CniRequest } from "./cni/request.js";
-import { SUPPORTED_VERSIONS, delTargetOf, logFileOf, parseConfig, type Config } from "./config.js";
+import { LATEST_VERSION, delTargetOf, isSupportedVersion, logFileOf, parseConfig, type Config } from "./config.js";
 import { openLog } from "./log.js";
 
 
@@ -24,7 +24,7 @@ function dispatch(config: Config, req: CniRequest): Promise<commands.Outcome> | 
 
 async function cniMain(env: NodeJS.ProcessEnv): Promise<number> {
   const started = performance.now();
-  let cniVersion: string = SUPPORTED_VERSIONS.at(-1)!;
+  let cniVersion = LATEST_VERSION;
   let req: CniRequest | undefined;
   // Where the log goes: stderr until a netconf says where.
   let log = { file: "stderr", level: "info", network: undefined as unknown };
@@ -37,7 +37,7 @@ async function cniMain(env: NodeJS.ProcessEnv): Promise<number> {
     }
     const raw = decodeNetconf(text) as { cniVersion?: unknown; name?: unknown };
     log = { ...log, file: logFileOf(raw), network: raw.name };
-    if (typeof raw.cniVersion === "string" && (SUPPORTED_VERSIONS as readonly string[]).includes(raw.cniVersion)) cniVersion = raw.cniVersion;
+    if (isSupportedVersion(raw.cniVersion)) cniVersion = raw.cniVersion;
     const outcome = await answer(env, raw, (r) => (req = r), (config) => (log = { file: config.logFile, level: config.logLevel, network: config.name }));
     // The answer first: logging can neither delay nor change it.
     write(outcome.result);

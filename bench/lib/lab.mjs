@@ -7,14 +7,14 @@ import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import {
+  FABRIC_IP, FABRIC_SYSCTLS4, FABRIC_UPLINK_SYSCTLS4, NODE_IP, NODE_SYSCTLS4, POD_CIDR, PTP_SUBNET, UPLINK,
+} from "../../test/lab/constants.mjs";
 import { killChildren, run, runIn } from "./proc.mjs";
 
-export const NODE_IP = "10.224.0.10";
-export const FABRIC_IP = "10.224.0.1";
-export const UPLINK = "eth0";
-/** Routed back to the node by the fabric; the ptp pods get 10.244.0.0/24 out of it. */
-export const POD_CIDR = "10.244.0.0/16";
-export const PTP_SUBNET = "10.244.0.0/24";
+// The lab's addresses and sysctls are the test lab's (test/lab/constants.mjs): the fabric routes
+// POD_CIDR back to the node; the ptp pods get PTP_SUBNET out of it.
+export { FABRIC_IP, NODE_IP, POD_CIDR, PTP_SUBNET, UPLINK };
 /** The address of a site's azure-vnet-shaped pod (addAzurePod): in POD_CIDR, outside PTP_SUBNET; /16 as azure-vnet's overlay gives it. */
 export const AZURE_POD_ADDRESS = "10.244.128.5/16";
 
@@ -52,10 +52,6 @@ export function sweepStale() {
   for (const d of readdirSync(tmpdir())) if (dead(d)) rmSync(join(tmpdir(), d), { recursive: true, force: true });
 }
 
-const NODE_SYSCTLS = {
-  "net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 1, "net.ipv4.conf.default.rp_filter": 1,
-};
-
 const sysctl = (ns, values) =>
   runIn(ns, ["sysctl", "-q", "-w", ...Object.entries(values).map(([k, v]) => `${k}=${v}`)]);
 
@@ -86,7 +82,7 @@ export class Lab {
    */
   setup() {
     this.fwnode = this.addNs("fwnode");
-    sysctl(this.fwnode, NODE_SYSCTLS);
+    sysctl(this.fwnode, NODE_SYSCTLS4);
     this.dummy = this.addNs("dummy");
   }
 
@@ -101,15 +97,11 @@ export class Lab {
     const node = this.addNs(`${tag}-node`);
     const fabric = this.addNs(`${tag}-fabric`);
     // Strict rp_filter, as many distributions ship it: markroute must loosen its uplink itself.
-    sysctl(node, NODE_SYSCTLS);
-    sysctl(fabric, {
-      "net.ipv4.ip_forward": 1,
-      "net.ipv4.conf.all.send_redirects": 0, "net.ipv4.conf.default.send_redirects": 0,
-      "net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0,
-    });
+    sysctl(node, NODE_SYSCTLS4);
+    sysctl(fabric, FABRIC_SYSCTLS4);
     // Created from inside the node namespace, its peer moved straight into the fabric's.
     runIn(node, ["ip", "link", "add", UPLINK, "type", "veth", "peer", "name", UPLINK, "netns", fabric]);
-    sysctl(fabric, { [`net.ipv4.conf.${UPLINK}.send_redirects`]: 0, [`net.ipv4.conf.${UPLINK}.rp_filter`]: 0 });
+    sysctl(fabric, FABRIC_UPLINK_SYSCTLS4);
     runIn(node, ["ip", "addr", "add", `${NODE_IP}/24`, "dev", UPLINK]);
     runIn(fabric, ["ip", "addr", "add", `${FABRIC_IP}/24`, "dev", UPLINK]);
     runIn(node, ["ip", "link", "set", UPLINK, "up"]);

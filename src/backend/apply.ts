@@ -1,16 +1,18 @@
-// Diffs planned objects against the kernel and applies the difference in one batch per tool.
+// Diffs planned objects against the kernel and applies the difference in one batch per tool: the
+// one place where rendered batches (the backends' pure `render*` functions) are run.
 import { CniError, ErrorCode } from "../cni/errors.js";
+import { runCall, runTool } from "../kernel/exec.js";
 import type { Family } from "../net/cidr.js";
 import {
   objectKey, type IptablesVariant, type KernelObject, type MarkChain, type PolicyRoute, type PolicyRule,
   type RpFilter, type SuppressRule,
 } from "../plan.js";
-import { MangleTable, destroySets, elementPresent, ipsetNames, restoreChains, restoreSets, setMembers } from "./iptables.js";
+import { MangleTable, elementPresent, ipsetNames, renderChains, renderDestroySets, renderSets, setMembers } from "./iptables.js";
 import {
-  applyLinkGroups, applyRouteBatch, linkGroups, readRouting, readRpFilter, readTableRoutes, routeMatches, ruleMatches,
-  suppressMatches, writeRpFilter, type Routing,
+  linkGroups, readRouting, readRpFilter, readTableRoutes, renderLinkGroups, renderRouteBatch, routeBatchError,
+  routeMatches, ruleMatches, suppressMatches, writeRpFilter, type Routing,
 } from "./iproute.js";
-import { NftTableState, applyNft } from "./nftables.js";
+import { NftTableState, renderNft } from "./nftables.js";
 
 type Of<K extends KernelObject["kind"]> = Extract<KernelObject, { kind: K }>;
 const ofKind = <K extends KernelObject["kind"]>(objects: KernelObject[], kind: K) =>
@@ -58,6 +60,9 @@ class KernelView {
     if (!this.nft.has(table)) this.nft.set(table, NftTableState.read(table));
     return this.nft.get(table);
   }
+  groupsOf(): Map<string, string> {
+    return (this.groups ??= linkGroups());
+  }
   membersOf(set: string) {
     if (!this.members.has(set)) this.members.set(set, setMembers(set));
     return this.members.get(set);
@@ -73,12 +78,12 @@ class KernelView {
       case "nftTable": return this.nftTable(o.table)?.drift(o) ?? missing(`nftables table inet ${o.table}`);
       case "nftElement": return this.nftTable(o.table)?.hasElement(o) ? [] : missing(`element ${o.address} . ${o.iface} in table inet ${o.table}`);
       case "linkGroup": {
-        const group = (this.groups ??= linkGroups()).get(o.dev);
+        const group = this.groupsOf().get(o.dev);
         return group === String(o.group) ? [] : [`interface ${o.dev} is in group ${group ?? "(no such interface)"}, not ${o.group}`];
       }
       case "rule": return this.rulesOf(o.family).some((e) => ruleMatches(e, o)) ? [] : missing(`ip -${o.family} rule ${o.priority}: fwmark 0x${o.mark.toString(16)}/0x${o.mask.toString(16)} lookup ${o.table}`);
       case "suppressRule": return this.rulesOf(o.family).some((e) => suppressMatches(e, o)) ? [] : missing(`ip -${o.family} rule ${o.priority}: lookup main suppress_prefixlength ${o.prefixLength}`);
-      case "route": return this.routesOf(o.family, o.table).some((e) => routeMatches(e, o)) ? [] : missing(`default via ${o.gateway} dev ${o.dev} in table ${o.table} (IPv${o.family})`);
+      case "route": return this.routesOf(o.family, o.table).some((e) => routeMatches(e, o)) ? [] : missing(`default ${o.gateway ? `via ${o.gateway} ` : ""}dev ${o.dev} in table ${o.table} (IPv${o.family})`);
       case "rpFilter": {
         const value = readRpFilter(o.dev);
         return value === o.value ? [] : [`rp_filter of ${o.dev} is ${value ?? "unreadable (no such interface)"}, not ${o.value} (loose)`];
@@ -109,11 +114,11 @@ export function applyChange(install: KernelObject[], remove: Removal[]): void {
   const setsOut = ofKind(removed, "ipset");
   const dels = ofKind(removed, "element").filter((e) => !setsOut.some((s) => s.name === e.set));
   try {
-    restoreSets(ofKind(install, "ipset"), ofKind(install, "element"), dels);
+    runCall(renderSets(ofKind(install, "ipset"), ofKind(install, "element"), dels));
   } catch (err) {
     if (!(err instanceof CniError && /set with the given name does not exist/.test(err.message))) throw err;
     const existing = view.setNames();
-    restoreSets(ofKind(install, "ipset"), ofKind(install, "element"), dels.filter((e) => existing.has(e.set)));
+    runCall(renderSets(ofKind(install, "ipset"), ofKind(install, "element"), dels.filter((e) => existing.has(e.set))));
   }
 
   const chainsIn = ofKind(install, "markChain");
@@ -122,13 +127,15 @@ export function applyChange(install: KernelObject[], remove: Removal[]): void {
   for (const v of variants) {
     const match = (c: MarkChain) => `${c.family}/${c.variant}` === v;
     const [family, variant] = v.split("/") as [string, IptablesVariant];
-    restoreChains(Number(family) as Family, variant, chainsIn.filter(match), chainsOut.filter(match), view.mangleOf(Number(family) as Family, variant));
+    runCall(renderChains(Number(family) as Family, variant, chainsIn.filter(match), chainsOut.filter(match), view.mangleOf(Number(family) as Family, variant)));
   }
 
-  if (setsOut.length) destroySets(setsOut, view.setNames());
+  if (setsOut.length) runCall(renderDestroySets(setsOut, view.setNames()));
 
-  applyNft(ofKind(install, "nftTable"), ofKind(install, "nftElement"), ofKind(removed, "nftElement"), ofKind(removed, "nftTable"));
-  applyLinkGroups(ofKind(install, "linkGroup"), ofKind(removed, "linkGroup"));
+  runCall(renderNft(ofKind(install, "nftTable"), ofKind(install, "nftElement"), ofKind(removed, "nftElement"), ofKind(removed, "nftTable")));
+  // An interface already gone (with its pod) is left alone.
+  const groupsOut = ofKind(removed, "linkGroup");
+  runCall(renderLinkGroups(ofKind(install, "linkGroup"), groupsOut.length ? groupsOut.filter((g) => view.groupsOf().has(g.dev)) : []));
 
   const routing = [...ofKind(install, "rule"), ...ofKind(install, "suppressRule"), ...ofKind(install, "route"),
     ...ofKind(removed, "rule"), ...ofKind(removed, "suppressRule"), ...ofKind(removed, "route")];
@@ -136,14 +143,17 @@ export function applyChange(install: KernelObject[], remove: Removal[]): void {
     const fam = <T extends { family: Family }>(xs: T[]) => xs.filter((x) => x.family === family);
     const absent = <T extends PolicyRule | SuppressRule>(xs: T[]) => fam(xs).filter((x) => view.drift(x).length > 0);
     const present = <T extends PolicyRule | SuppressRule | PolicyRoute>(xs: T[]) => fam(xs).filter((x) => view.drift(x).length === 0);
-    applyRouteBatch(family, {
+    const batch = {
       replaceRoutes: fam(ofKind(install, "route")),
       addRules: absent(ofKind(install, "rule")),
       addSuppress: absent(ofKind(install, "suppressRule")),
       delRules: present(ofKind(removed, "rule")),
       delSuppress: present(ofKind(removed, "suppressRule")),
       delRoutes: fam(ofKind(removed, "route")).filter((r) => view.routesOf(family, r.table).some((e) => e.dst === "default")),
-    });
+    };
+    const call = renderRouteBatch(family, batch);
+    const out = call && runTool(call.argv, call.input);
+    if (call && out && out.status !== 0) throw routeBatchError(family, batch, call, out);
   }
 
   for (const rp of ofKind(install, "rpFilter")) {

@@ -1,7 +1,8 @@
 // Routing objects, whatever marks the packets: ip rules, the policy table's default route, rp_filter.
+// Batches are rendered here (pure, `render*`) and run by src/backend/apply.ts; reads run here.
 import { readFileSync, writeFileSync } from "node:fs";
 import { CniError, ErrorCode } from "../cni/errors.js";
-import { mustRun, runTool, toolFailure } from "../kernel/exec.js";
+import { mustRun, runTool, toolFailure, type ToolCall, type ToolOutput } from "../kernel/exec.js";
 import type { Family } from "../net/cidr.js";
 import { hex } from "../net/hex.js";
 import type { LinkGroup, PolicyRoute, PolicyRule, SuppressRule, Uplink } from "../plan.js";
@@ -25,9 +26,14 @@ export function readTableRoutes(family: Family, table: number): IpRouteEntry[] {
 /** A family's ip rules, and the routes of some policy tables by table. */
 export interface Routing { rules: IpRuleEntry[]; routes: Map<number, IpRouteEntry[]> }
 
-/** A family's ip rules and the routes of `tables`, in one `ip -batch` (one output line per command). */
+/** The read of a family's ip rules and the routes of `tables`, as one `ip -batch` (one output line per command). */
+export const renderRoutingRead = (family: Family, tables: number[]): ToolCall =>
+  ({ argv: ["ip", "-j", `-${family}`, "-force", "-batch", "-"], input: ["rule show", ...tables.map((t) => `route show table ${t}`)].join("\n") + "\n" });
+
+/** A family's ip rules and the routes of `tables`, in one `ip -batch`. */
 export function readRouting(family: Family, tables: number[]): Routing {
-  const out = runTool(["ip", "-j", `-${family}`, "-force", "-batch", "-"], ["rule show", ...tables.map((t) => `route show table ${t}`)].join("\n") + "\n");
+  const call = renderRoutingRead(family, tables);
+  const out = runTool(call.argv, call.input);
   const lines = out.stdout.split("\n").filter(Boolean);
   // Where listing a table the kernel never had fails (an error, and a "[" left open on stdout), read one by one.
   if (out.status !== 0 || lines.length !== tables.length + 1) {
@@ -50,6 +56,8 @@ export const routeMatches = (entry: IpRouteEntry, r: PolicyRoute) => entry.dst =
 
 const ruleArgs = (r: PolicyRule) => ["fwmark", `${hex(r.mark)}/${hex(r.mask)}`, "lookup", String(r.table), "priority", String(r.priority)];
 const suppressArgs = (r: SuppressRule) => ["lookup", "main", "suppress_prefixlength", String(r.prefixLength), "priority", String(r.priority)];
+/** The policy route as `ip route` words; without a gateway, a device route (a point-to-point uplink): no "via" at all. */
+export const routeArgs = (r: PolicyRoute) => ["default", ...(r.gateway ? ["via", r.gateway] : []), "dev", r.dev, "table", String(r.table)];
 
 export interface RouteBatch {
   addRules: PolicyRule[]; delRules: PolicyRule[];
@@ -57,26 +65,30 @@ export interface RouteBatch {
   replaceRoutes: PolicyRoute[]; delRoutes: PolicyRoute[];
 }
 
-/** One `ip -batch` per family. Callers pass only what is absent (adds) or present (deletes), so no line fails on state. */
-export function applyRouteBatch(family: Family, b: RouteBatch): void {
+/**
+ * One `ip -batch` per family (none when there is nothing to do): routes replaced first, so that a
+ * refused one is line N of the batch. Callers pass only what is absent (adds) or present (deletes),
+ * so no line fails on state.
+ */
+export function renderRouteBatch(family: Family, b: RouteBatch): ToolCall | undefined {
   const lines = [
-    // Without a gateway, a device route (a point-to-point uplink): no "via" at all.
-    ...b.replaceRoutes.map((r) => ["route", "replace", "default", ...(r.gateway ? ["via", r.gateway] : []), "dev", r.dev, "table", String(r.table)]),
+    ...b.replaceRoutes.map((r) => ["route", "replace", ...routeArgs(r)]),
     ...b.addRules.map((r) => ["rule", "add", ...ruleArgs(r)]),
     ...b.addSuppress.map((r) => ["rule", "add", "from", "all", ...suppressArgs(r)]),
     ...b.delRules.map((r) => ["rule", "del", ...ruleArgs(r)]),
     ...b.delSuppress.map((r) => ["rule", "del", "from", "all", ...suppressArgs(r)]),
     ...b.delRoutes.map((r) => ["route", "del", "default", "table", String(r.table)]),
   ];
-  if (!lines.length) return;
-  const argv = ["ip", `-${family}`, "-batch", "-"];
-  const input = lines.map((l) => l.join(" ")).join("\n") + "\n";
-  const out = runTool(argv, input);
-  if (out.status === 0) return;
+  if (!lines.length) return undefined;
+  return { argv: ["ip", `-${family}`, "-batch", "-"], input: lines.map((l) => l.join(" ")).join("\n") + "\n" };
+}
+
+/** The error of a route batch the tool refused: the policy route's, naming the field, when a route line failed. */
+export function routeBatchError(family: Family, b: RouteBatch, call: ToolCall, out: ToolOutput): CniError {
   // `ip -batch` stops at the first line the kernel refuses and says which ("Command failed -:N").
   const failed = Number(/Command failed -:(\d+)/.exec(out.stderr)?.[1] ?? 0);
   const route = failed >= 1 && failed <= b.replaceRoutes.length ? b.replaceRoutes[failed - 1] : undefined;
-  throw (route && routeRefusal(family, route, out.stderr)) ?? toolFailure(argv, out, input);
+  return (route && routeRefusal(family, route, out.stderr)) ?? toolFailure(call.argv, out, call.input);
 }
 
 /**
@@ -86,7 +98,7 @@ export function applyRouteBatch(family: Family, b: RouteBatch): void {
  */
 export function routeRefusal(family: Family, r: PolicyRoute, stderr: string): CniError | undefined {
   const said = stderr.replace(/\s*Command failed -:\d+\s*$/, "").trim();
-  const details = `ip -${family} route replace default ${r.gateway ? `via ${r.gateway} ` : ""}dev ${r.dev} table ${r.table}: ${said}`;
+  const details = `ip -${family} route replace ${routeArgs(r).join(" ")}: ${said}`;
   const gw = family === 4 ? "gateway" : "gateway6";
   if (/Cannot find device/.test(stderr)) {
     return new CniError(ErrorCode.nodeNotReady, `uplink ${r.dev} does not exist on this node (netconf field "uplink"): the policy route of table ${r.table} needs it`, details);
@@ -99,6 +111,10 @@ export function routeRefusal(family: Family, r: PolicyRoute, stderr: string): Cn
   }
   return undefined;
 }
+
+/** What the kernel would do with one packet (`markroute explain`): `ip route get` with its source, interface and mark. */
+export const renderRouteGet = (family: Family, p: { from: string; to: string; iif: string }, mark: number): ToolCall =>
+  ({ argv: ["ip", "-j", `-${family}`, "route", "get", p.to, "from", p.from, "iif", p.iif, "mark", hex(mark)] });
 
 /** The main table's default route with a gateway (never "via 0.0.0.0"), lowest metric first. */
 export function detectUplink(family: Family): Uplink | undefined {
@@ -120,16 +136,15 @@ export function linkMasters(): Map<string, string> {
 export const linkGroups = () => new Map(readLinks().map((l) => [l.ifname, l.group ?? "default"]));
 
 /**
- * Sets pods' host interfaces into their group, and puts back the default group on those that
- * still exist when their pod goes (an interface already gone is left alone).
+ * One `ip -batch` that sets pods' host interfaces into their group and puts back the default group
+ * on `reset` (the caller passes only interfaces that still exist).
  */
-export function applyLinkGroups(set: LinkGroup[], reset: LinkGroup[]): void {
-  const existing = reset.length ? linkGroups() : new Map<string, string>();
+export function renderLinkGroups(set: LinkGroup[], reset: LinkGroup[]): ToolCall | undefined {
   const lines = [
     ...set.map((g) => `link set dev ${g.dev} group ${g.group}`),
-    ...reset.filter((g) => existing.has(g.dev)).map((g) => `link set dev ${g.dev} group default`),
+    ...reset.map((g) => `link set dev ${g.dev} group default`),
   ];
-  if (lines.length) mustRun(["ip", "-batch", "-"], lines.join("\n") + "\n");
+  return lines.length ? { argv: ["ip", "-batch", "-"], input: lines.join("\n") + "\n" } : undefined;
 }
 
 const rpFilterPath = (dev: string) => `/proc/sys/net/ipv4/conf/${dev}/rp_filter`;

@@ -1,5 +1,6 @@
 // The iptables marking backend: one chain of ours in mangle, jumped to from PREROUTING, and ipsets of pods.
-import { mustRun, runTool } from "../kernel/exec.js";
+// Batches are rendered here (pure, `render*`) and run by src/backend/apply.ts; reads run here.
+import { mustRun, runTool, type ToolCall } from "../kernel/exec.js";
 import type { Family } from "../net/cidr.js";
 import { hex } from "../net/hex.js";
 import type { IptablesVariant, MarkChain, PodSet, SetElement } from "../plan.js";
@@ -28,7 +29,12 @@ export class MangleTable {
   private constructor(private readonly lines: string[]) {}
 
   static read(family: Family, variant: IptablesVariant): MangleTable {
-    return new MangleTable(mustRun([tool(family, variant, "save"), "-t", "mangle"]).split("\n"));
+    return MangleTable.parse(mustRun([tool(family, variant, "save"), "-t", "mangle"]));
+  }
+
+  /** The table from `iptables-save -t mangle` output. */
+  static parse(save: string): MangleTable {
+    return new MangleTable(save.split("\n"));
   }
 
   hasChain(chain: string): boolean {
@@ -53,10 +59,11 @@ export class MangleTable {
 }
 
 /**
- * One iptables-restore --noflush batch that installs and removes chains of one family and variant.
- * Declaring a chain in a --noflush batch creates or flushes it, so installing rewrites it whole.
+ * One iptables-restore --noflush batch that installs and removes chains of one family and variant,
+ * given what the mangle table holds now (none when there is nothing to do). Declaring a chain in a
+ * --noflush batch creates or flushes it, so installing rewrites it whole.
  */
-export function restoreChains(family: Family, variant: IptablesVariant, install: MarkChain[], remove: MarkChain[], current: MangleTable): void {
+export function renderChains(family: Family, variant: IptablesVariant, install: MarkChain[], remove: MarkChain[], current: MangleTable): ToolCall | undefined {
   const lines = ["*mangle"];
   for (const c of install) {
     lines.push(`:${c.chain} - [0:0]`, ...chainRules(c));
@@ -66,9 +73,9 @@ export function restoreChains(family: Family, variant: IptablesVariant, install:
     if (current.hasJump(c.chain)) lines.push(`-D PREROUTING -j ${c.chain}`);
     if (current.hasChain(c.chain)) lines.push(`:${c.chain} - [0:0]`, `-X ${c.chain}`);
   }
-  if (lines.length === 1) return;
+  if (lines.length === 1) return undefined;
   lines.push("COMMIT", "");
-  mustRun([tool(family, variant, "restore"), "--noflush", "--wait", "5"], lines.join("\n"));
+  return { argv: [tool(family, variant, "restore"), "--noflush", "--wait", "5"], input: lines.join("\n") };
 }
 
 /**
@@ -107,17 +114,17 @@ export function setMembers(set: string): Set<string> | undefined {
 export const elementPresent = (members: Set<string> | undefined, e: SetElement) => members?.has(elementText(e)) ?? false;
 
 /** One `ipset restore` batch: create sets, add and delete elements. Idempotent thanks to -exist. */
-export function restoreSets(create: PodSet[], add: SetElement[], del: SetElement[]): void {
+export function renderSets(create: PodSet[], add: SetElement[], del: SetElement[]): ToolCall | undefined {
   const lines = [
     ...create.map((s) => `create ${s.name} hash:net,iface family ${s.family === 4 ? "inet" : "inet6"} comment`),
     ...add.map((e) => `add ${elementText(e)} comment "${e.comment}"`),
     ...del.map((e) => `del ${elementText(e)}`),
   ];
-  if (lines.length) mustRun(["ipset", "-exist", "restore"], lines.join("\n") + "\n");
+  return lines.length ? { argv: ["ipset", "-exist", "restore"], input: lines.join("\n") + "\n" } : undefined;
 }
 
-/** Destroys sets that exist; a set no rule references any more can go. */
-export function destroySets(sets: PodSet[], existing: Set<string>): void {
+/** One `ipset restore` batch destroying the sets that exist; a set no rule references any more can go. */
+export function renderDestroySets(sets: PodSet[], existing: Set<string>): ToolCall | undefined {
   const lines = sets.filter((s) => existing.has(s.name)).map((s) => `destroy ${s.name}`);
-  if (lines.length) mustRun(["ipset", "restore"], lines.join("\n") + "\n");
+  return lines.length ? { argv: ["ipset", "restore"], input: lines.join("\n") + "\n" } : undefined;
 }

@@ -1,8 +1,9 @@
 // The nftables marking backend: one `inet` table of ours per network, changed in one `nft -f`
 // transaction (all of it or nothing). Every statement in the batch is idempotent, so no kernel
 // read is needed before a change: `add` of what exists is a no-op, and a removal is written as
-// `add` then `delete`, which succeeds whether or not the object was there.
-import { mustRun, runTool, toolFailure } from "../kernel/exec.js";
+// `add` then `delete`, which succeeds whether or not the object was there. The batch is rendered
+// here (pure, `renderNft`) and run by src/backend/apply.ts; reads run here.
+import { runTool, toolFailure, type ToolCall } from "../kernel/exec.js";
 import type { Family } from "../net/cidr.js";
 import { fnv1a } from "../net/hash.js";
 import { hex } from "../net/hex.js";
@@ -83,7 +84,7 @@ const elementValue = (e: NftElement) => `${e.address} . "${e.iface}"`;
  * One transaction: tables written, elements added and deleted, tables removed. Deleting an element
  * or a table that is gone succeeds (add-then-delete), so a retried or crashed operation can run again.
  */
-export function applyNft(installTables: NftTable[], addElements: NftElement[], delElements: NftElement[], removeTables: NftTable[]): void {
+export function renderNft(installTables: NftTable[], addElements: NftElement[], delElements: NftElement[], removeTables: NftTable[]): ToolCall | undefined {
   const gone = new Set(removeTables.map((t) => t.table));
   const lines = installTables.flatMap(installTable);
   for (const e of addElements) lines.push(`add element inet ${e.table} ${nftSetName(e.family, e.set)} { ${elementValue(e)} comment "${e.comment}" }`);
@@ -98,7 +99,7 @@ export function applyNft(installTables: NftTable[], addElements: NftElement[], d
     );
   }
   for (const t of removeTables) lines.push(`add table inet ${t.table}`, `delete table inet ${t.table}`);
-  if (lines.length) mustRun(["nft", "-f", "-"], lines.join("\n") + "\n");
+  return lines.length ? { argv: ["nft", "-f", "-"], input: lines.join("\n") + "\n" } : undefined;
 }
 
 /** Whether nftables works on this node (backend `auto`). */

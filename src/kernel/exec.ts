@@ -1,3 +1,5 @@
+// The one way kernel tools run: argv arrays (never a shell) through a ToolRunner. The batches they
+// are fed are rendered by pure functions in src/backend/* as ToolCalls, and run in src/backend/apply.ts.
 import { spawnSync } from "node:child_process";
 import { CniError, ErrorCode } from "../cni/errors.js";
 
@@ -7,18 +9,45 @@ export interface ToolOutput {
   stderr: string;
 }
 
-/** Runs a kernel tool with an argv array (never a shell) and returns what it said, whatever its exit status. */
+/** One run of a kernel tool, as data: what a renderer returns and a runner runs. */
+export interface ToolCall {
+  argv: string[];
+  input?: string;
+}
+
+/** Runs a kernel tool and returns what it said, whatever its exit status. */
+export interface ToolRunner {
+  run(argv: readonly string[], input?: string): ToolOutput;
+}
+
+/** The runner of a node: spawnSync, no shell. */
+export const spawnRunner: ToolRunner = {
+  run(argv, input) {
+    const [file, ...args] = argv;
+    const res = spawnSync(file!, args, { input, encoding: "utf8", maxBuffer: 256 * 1024 * 1024 });
+    if (res.error) {
+      const missing = (res.error as NodeJS.ErrnoException).code === "ENOENT";
+      throw new CniError(
+        missing ? ErrorCode.pluginNotAvailable : ErrorCode.kernelOperation,
+        missing ? `${file} is not installed on this node` : `could not run ${file}: ${res.error.message}`,
+      );
+    }
+    return { status: res.status ?? 128, stdout: res.stdout, stderr: res.stderr };
+  },
+};
+
+let runner: ToolRunner = spawnRunner;
+
+/** The seam: every tool run goes through this runner. Returns the one it replaces (tests put it back). */
+export function useToolRunner(next: ToolRunner): ToolRunner {
+  const previous = runner;
+  runner = next;
+  return previous;
+}
+
+/** Runs a kernel tool through the current runner and returns what it said, whatever its exit status. */
 export function runTool(argv: readonly string[], input?: string): ToolOutput {
-  const [file, ...args] = argv;
-  const res = spawnSync(file!, args, { input, encoding: "utf8", maxBuffer: 256 * 1024 * 1024 });
-  if (res.error) {
-    const missing = (res.error as NodeJS.ErrnoException).code === "ENOENT";
-    throw new CniError(
-      missing ? ErrorCode.pluginNotAvailable : ErrorCode.kernelOperation,
-      missing ? `${file} is not installed on this node` : `could not run ${file}: ${res.error.message}`,
-    );
-  }
-  return { status: res.status ?? 128, stdout: res.stdout, stderr: res.stderr };
+  return runner.run(argv, input);
 }
 
 /** A tool's failure as a CNI error carrying the tool's own words and the batch it was fed. */
@@ -36,4 +65,9 @@ export function mustRun(argv: readonly string[], input?: string): string {
   const out = runTool(argv, input);
   if (out.status !== 0) throw toolFailure(argv, out, input);
   return out.stdout;
+}
+
+/** Runs a rendered call that must succeed (none: nothing to do). */
+export function runCall(call: ToolCall | undefined): void {
+  if (call) mustRun(call.argv, call.input);
 }

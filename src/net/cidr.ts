@@ -72,7 +72,10 @@ export function familyOf(address: string): Family | undefined {
 /** Whether `text` carries an IPv6 zone suffix (`%eth0`, `%2`), which no address markroute takes may have. */
 export const hasZone = (text: string): boolean => text.includes("%");
 
-/** Whether the bare address `address` lies in `cidr` ("fe80::/10"); false for another family or a non-address. */
+/**
+ * Whether the bare address `address` lies in `cidr` ("fe80::/10"); false for another family or a
+ * non-address. The one containment test (config, explain); outermostCidrs below drops covered CIDRs in bulk.
+ */
 export function inCidr(address: string, cidr: string): boolean {
   const [base = "", len = ""] = cidr.split("/");
   const family = familyOf(address);
@@ -98,6 +101,26 @@ export function cidrRange(cidr: string): { family: Family; prefix: number; first
 export function compareWords(a: number[], b: number[]): number {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
   return 0;
+}
+
+/**
+ * The CIDRs (canonical, one family) that no other one covers, duplicates once, in their given
+ * order: an nftables interval set refuses overlapping elements. Two CIDRs are nested or disjoint,
+ * so after sorting by first address (the larger of two with the same first address ahead), one is
+ * covered exactly when it starts inside the last kept one: O(n log n), where comparing each pair
+ * took 1 s per ADD for 1000 exempt CIDRs.
+ */
+export function outermostCidrs(cidrs: string[]): string[] {
+  const ranges = cidrs.map((text, index) => ({ index, ...cidrRange(text) }));
+  const order = [...ranges].sort((a, b) => compareWords(a.first, b.first) || a.prefix - b.prefix || a.index - b.index);
+  const kept = new Set<number>();
+  let last: number[] | undefined;
+  for (const r of order) {
+    if (last && compareWords(r.first, last) <= 0) continue;
+    kept.add(r.index);
+    last = r.last;
+  }
+  return cidrs.filter((_, i) => kept.has(i));
 }
 
 /** Canonical text of a bare address (IPv6 compressed as the kernel tools print it). */

@@ -1,8 +1,9 @@
 // The state directory: one record per attachment (the truth), and an index (a cache of what the
 // records add up to, so an operation reads one file instead of every pod's).
-import { closeSync, constants, lstatSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { lstatSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { CniError, ErrorCode } from "../cni/errors.js";
+import { replaceFile } from "../fs/atomic.js";
 import { secureDirectory } from "./safe-path.js";
 import type { AttachmentPlan, KernelObject, NodeFacts } from "../plan.js";
 
@@ -233,19 +234,10 @@ function readJson<T>(path: string): T | undefined {
  * gone too (the index records the boot it describes, so a new boot reconciles).
  */
 function writeAtomic(path: string, text: string): void {
-  // One name per file is enough: writers hold the lock. A leftover from a killed writer is
-  // replaced, never followed (O_EXCL | O_NOFOLLOW after the unlink).
-  const tmp = `${path}.tmp`;
+  // One name per file is enough: writers hold the lock.
   try {
-    rmSync(tmp, { force: true });
-    const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-    try {
-      writeSync(fd, text);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
+    replaceFile(path, text, { tmp: `${path}.tmp`, mode: 0o600, durable: false });
   } catch (err) {
-    storeError(`cannot write ${path}`, err);
+    throw new CniError(ErrorCode.stateStore, (err as Error).message);
   }
 }

@@ -10,6 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { addNetworkList, checkNetworkList, delNetworkList, describeFailure, invokePlugin, type CniCommand, type Conflist, type ListRun, type NetConf, type PluginRun, type RuntimeConf } from './cni.ts';
 import { inNs, nsExec, nsExecAsync, run, sysctl, type ExecOptions, type ExecResult } from './exec.ts';
+import { FABRIC_IP, FABRIC_SYSCTLS4, FABRIC_UPLINK_SYSCTLS4, NODE_IP, NODE_SYSCTLS4, POD_CIDR, PTP_SUBNET, UPLINK } from './constants.mjs';
 import { Nsg } from './fabric.ts';
 import { KubeProxy, type ClusterIPSpec } from './kubeproxy.ts';
 import { hostVethName, reshapeResult, type MainPlugin } from './main-plugins.ts';
@@ -19,16 +20,14 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = resolve(here, '../..');
 const NETPROBE = join(here, 'netprobe.mjs');
 
-export const NODE_IP = '10.224.0.10';
-export const FABRIC_IP = '10.224.0.1';
+export { FABRIC_IP, NODE_IP, UPLINK } from './constants.mjs';
 export const NODE_IP6 = 'fd00:224::10';
 export const FABRIC_IP6 = 'fd00:224::1';
 /** The fabric's link-local gateway, as clouds hand out (design: gateway6 fe80::1). */
 export const FABRIC_LL6 = 'fe80::1';
-export const UPLINK = 'eth0';
 
 export interface LabOptions {
-  /** Routed back to the node by the fabric (default 10.244.0.0/16). */
+  /** Routed back to the node by the fabric (default POD_CIDR, 10.244.0.0/16). */
   podCidr?: string;
   /** Give node, fabric and pods IPv6 too (default false). */
   ipv6?: boolean;
@@ -202,11 +201,11 @@ export class Lab {
 
   constructor(opts: LabOptions = {}) {
     this.cniPath = opts.cniPath ?? [join(REPO_ROOT, 'dist'), '/usr/lib/cni'];
-    this.podCidr = opts.podCidr ?? '10.244.0.0/16';
+    this.podCidr = opts.podCidr ?? POD_CIDR;
     this.podCidr6 = opts.podCidr6 ?? 'fd00:244::/48';
     this.ipv6 = opts.ipv6 ?? false;
     this.subnets = {
-      ptp: '10.244.0.0/24',
+      ptp: PTP_SUBNET,
       bridge: '10.244.1.0/24',
       ptp6: 'fd00:244::/64',
       bridge6: 'fd00:244:0:1::/64',
@@ -221,26 +220,20 @@ export class Lab {
     run(['ip', 'netns', 'add', fabric]);
     // Defaults first, so interfaces created afterwards inherit them.
     sysctl(node, {
-      'net.ipv4.ip_forward': 1,
-      'net.ipv4.conf.all.rp_filter': 1, // strict, as many distributions ship it
-      'net.ipv4.conf.default.rp_filter': 1,
+      ...NODE_SYSCTLS4, // strict rp_filter, as many distributions ship it
       'net.ipv6.conf.all.forwarding': 1,
       'net.ipv6.conf.all.accept_dad': 0, // no DAD wait for addresses the plugins add
       'net.ipv6.conf.default.accept_dad': 0,
     });
     sysctl(fabric, {
-      'net.ipv4.ip_forward': 1,
-      'net.ipv4.conf.all.send_redirects': 0, // hairpinning must not teach the node a shortcut
-      'net.ipv4.conf.default.send_redirects': 0,
-      'net.ipv4.conf.all.rp_filter': 0,
-      'net.ipv4.conf.default.rp_filter': 0,
+      ...FABRIC_SYSCTLS4, // no redirects: hairpinning must not teach the node a shortcut
       'net.ipv6.conf.all.forwarding': 1,
       'net.ipv6.conf.all.accept_dad': 0,
       'net.ipv6.conf.default.accept_dad': 0,
     });
     // The veth is created from inside the node namespace with its peer placed straight into the fabric.
     nsExec(node, ['ip', 'link', 'add', UPLINK, 'type', 'veth', 'peer', 'name', UPLINK, 'netns', fabric]);
-    sysctl(fabric, { [`net.ipv4.conf.${UPLINK}.send_redirects`]: 0, [`net.ipv4.conf.${UPLINK}.rp_filter`]: 0 });
+    sysctl(fabric, FABRIC_UPLINK_SYSCTLS4);
     for (const ns of [node, fabric]) nsExec(ns, ['ip', 'link', 'set', 'lo', 'up']);
     nsExec(node, ['ip', 'addr', 'add', `${NODE_IP}/24`, 'dev', UPLINK]);
     nsExec(fabric, ['ip', 'addr', 'add', `${FABRIC_IP}/24`, 'dev', UPLINK]);

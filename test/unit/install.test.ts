@@ -1,4 +1,4 @@
-// `markroute install` / `uninstall` (src/install.ts) on real files in a temp dir: which conflist the
+// `markroute install` / `uninstall` (src/install.ts, src/install/) on real files in a temp dir: which conflist the
 // runtime uses, where the entry goes, idempotency down to the mtime, the backup, atomic writes, a
 // single-plugin .conf, loud errors. The last block runs the built binary in a lab's node namespace:
 // install, a pod ADDed through the installed conflist, then `markroute uninstall` leaves the node
@@ -7,7 +7,9 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { BACKUP_SUFFIX, findConflist, install, readEntry, uninstall, withEntry } from '../../src/install.ts';
+import { install, uninstall } from '../../src/install.ts';
+import { BACKUP_SUFFIX, findConflist, withEntry } from '../../src/install/conf-dir.ts';
+import { readEntry } from '../../src/install/entry.ts';
 import {
   createLab, loadPtpConflist, markrouteObjects, NO_MARKROUTE, REPO_ROOT, run, type Lab,
 } from '../lab/index.ts';

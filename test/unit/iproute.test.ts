@@ -1,32 +1,27 @@
 // readRouting: a family's ip rules and its policy tables' routes from one `ip -batch`, each output
 // line matched to its command; a batch that fails or prints a line short is read command by command.
-import { beforeEach, describe, expect, it, vi } from 'vitest';
-import type { ToolOutput } from '../../src/kernel/exec.ts';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { renderRouteBatch, readRouting, routeBatchError, type RouteBatch } from '../../src/backend/iproute.ts';
+import { CniError } from '../../src/cni/errors.ts';
+import { useToolRunner, type ToolOutput, type ToolRunner } from '../../src/kernel/exec.ts';
 
 const calls: { argv: string[]; input?: string }[] = [];
 let answers: ToolOutput[] = [];
-
-vi.mock('../../src/kernel/exec.ts', async (original) => {
-  const real = await original<typeof import('../../src/kernel/exec.ts')>();
-  const runTool = (argv: readonly string[], input?: string): ToolOutput => {
+const fake: ToolRunner = {
+  run(argv, input) {
     calls.push({ argv: [...argv], input });
     const answer = answers.shift();
     if (!answer) throw new Error(`unexpected tool run: ${argv.join(' ')}`);
     return answer;
-  };
-  return {
-    ...real,
-    runTool,
-    mustRun: (argv: readonly string[], input?: string) => {
-      const out = runTool(argv, input);
-      if (out.status !== 0) throw real.toolFailure(argv, out, input);
-      return out.stdout;
-    },
-  };
+  },
+};
+let previous: ToolRunner;
+beforeEach(() => {
+  previous = useToolRunner(fake);
 });
-
-const { applyRouteBatch, readRouting } = await import('../../src/backend/iproute.ts');
-const { CniError } = await import('../../src/cni/errors.ts');
+afterEach(() => {
+  useToolRunner(previous);
+});
 
 const ok = (stdout: string): ToolOutput => ({ status: 0, stdout, stderr: '' });
 const RULES = '[{"priority":0,"src":"all","table":"local"},{"priority":32765,"src":"all","fwmark":"0x10","fwmask":"0x10","table":"100"}]';
@@ -78,31 +73,16 @@ describe('readRouting', () => {
 
 // A policy route the kernel refuses for its gateway or uplink was a bare tool failure (code 100):
 // it names the netconf field now, with the tool's words in details.
-describe('applyRouteBatch: a refused policy route names the field', () => {
+describe('routeBatchError: a refused policy route names the field', () => {
   const route4 = { kind: 'route' as const, family: 4 as const, table: 101, gateway: '192.0.2.1', dev: 'eth0' };
   const rule4 = { kind: 'rule' as const, family: 4 as const, priority: 32765, mark: 16, mask: 16, table: 101 };
-  const batch = (over: Partial<Parameters<typeof applyRouteBatch>[1]>) =>
+  const batch = (over: Partial<RouteBatch>): RouteBatch =>
     ({ addRules: [], delRules: [], addSuppress: [], delSuppress: [], replaceRoutes: [], delRoutes: [], ...over });
   const failure = (stderr: string, family: 4 | 6 = 4, b = batch({ replaceRoutes: [route4], addRules: [rule4] })) => {
-    answers = [{ status: 1, stdout: '', stderr }];
-    try {
-      applyRouteBatch(family, b);
-    } catch (err) {
-      expect(err).toBeInstanceOf(CniError);
-      return err as InstanceType<typeof CniError>;
-    }
-    throw new Error('no error');
+    const err = routeBatchError(family, b, renderRouteBatch(family, b)!, { status: 1, stdout: '', stderr });
+    expect(err).toBeInstanceOf(CniError);
+    return err;
   };
-
-  it('one batch: the route first (with "via" only when there is a gateway), then the rules', () => {
-    answers = [ok('')];
-    applyRouteBatch(4, batch({ replaceRoutes: [route4, { ...route4, table: 102, gateway: undefined, dev: 'vpn0' }], addRules: [rule4] }));
-    expect(calls).toEqual([{
-      argv: ['ip', '-4', '-batch', '-'],
-      input: 'route replace default via 192.0.2.1 dev eth0 table 101\nroute replace default dev vpn0 table 102\nrule add fwmark 0x10/0x10 lookup 101 priority 32765\n',
-    }]);
-  });
-
   it.each([
     'Error: Nexthop has invalid gateway.\nCommand failed -:1\n',
     'RTNETLINK answers: Network is unreachable\nCommand failed -:1\n',

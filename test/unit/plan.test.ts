@@ -2,9 +2,9 @@
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import { parseConfig } from '../../src/config.ts';
-import { parseCidr } from '../../src/net/cidr.ts';
+import { outermostCidrs, parseCidr } from '../../src/net/cidr.ts';
 import {
-  attachmentId, chainName, objectKey, outermostCidrs, planAttachment, setName, type Attachment, type HostMatch, type NodeFacts,
+  attachmentId, chainName, objectKey, planAttachment, setName, type Attachment, type HostMatch, type NodeFacts,
 } from '../../src/plan.ts';
 import { cniError } from './helpers.ts';
 
