@@ -1,5 +1,5 @@
 # Shared by scripts/test.sh and scripts/demo.sh: install what is missing, and nothing else.
-DEBIAN_PACKAGES=(iproute2 procps iptables ipset nftables conntrack containernetworking-plugins iperf3 iputils-ping containerd runc gcc libc6-dev)
+DEBIAN_PACKAGES=(iproute2 procps strace iptables ipset nftables conntrack containernetworking-plugins iperf3 iputils-ping containerd runc gcc libc6-dev)
 
 install_debian_packages() { # [package...] (default: all of DEBIAN_PACKAGES)
   local missing=() p

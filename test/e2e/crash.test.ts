@@ -20,7 +20,6 @@
 // recorded ones, shared objects present exactly while a record needs them, reference counts as
 // the records add up. Every few rounds, and at the end, every pod goes (DEL, or GC with an empty
 // valid list) and the node must equal its baseline snapshot.
-import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { DirectNode, type Exit, type PaperPod, type Started } from '../lab/direct.ts';
@@ -258,8 +257,9 @@ describe.each(BACKENDS)('SIGKILL anywhere in ADD and DEL, %s backend', (backend)
 
 // Deterministic hit of one narrow window: the first ADD has loosened the uplink's rp_filter (1 -> 2)
 // but has not yet written the clean index that records the old value (1) for the last DEL to put
-// back. A watcher inside the node namespace spins on the sysctl and SIGKILLs the ADD the moment it
-// reads 2; the next operation reconciles from the records.
+// back. strace kills the ADD as it opens the index's temporary file the second time: the first is
+// the dirty mark written before the kernel changes, the second the clean index after it changed.
+// (A watcher spinning on the sysctl used to race for this window; with a faster runtime it lost.)
 // The value rp_filter had before the first pod is recorded (in the dirty index) before it is
 // loosened: an ADD killed right after loosening it must not leave the uplink loose for good.
 describe.each(BACKENDS)('SIGKILL right after rp_filter was loosened, %s backend', (backend) => {
@@ -270,58 +270,14 @@ describe.each(BACKENDS)('SIGKILL right after rp_filter was loosened, %s backend'
     node = new DirectNode(`rpkill-${backend.slice(0, 3)}`, backend);
     const baseline = node.snapshot();
     expect(baseline.rpFilter.eth0).toBe('1');
-    // Waits for the victim's pid in a file, then spins on the sysctl and kills on the first 2.
-    const watcher = `
-      const fs = require('fs');
-      const pidFile = process.env.PIDFILE;
-      console.log('ready');
-      (async () => {
-        // written whole by a rename: once it exists, it holds the pid
-        while (!fs.existsSync(pidFile)) await new Promise((r) => setTimeout(r, 1));
-        const pid = Number(fs.readFileSync(pidFile, 'utf8'));
-        // Only ever the victim: once it has exited its pid may belong to anyone. Its start time
-        // (field 22 of /proc/<pid>/stat) survives its execs (ip -> nice -> markroute), unlike
-        // its cmdline, which reads empty for an instant during each exec.
-        const startOf = () => { try { const st = fs.readFileSync('/proc/' + pid + '/stat', 'utf8'); return st.slice(st.lastIndexOf(')') + 2).split(' ')[19]; } catch { return undefined; } };
-        const born = startOf();
-        const isVictim = () => born !== undefined && startOf() === born;
-        const until = Date.now() + 5000;
-        while (Date.now() < until && isVictim()) {
-          if (fs.readFileSync('/proc/sys/net/ipv4/conf/eth0/rp_filter', 'utf8').trim() === '2') {
-            if (isVictim()) process.kill(pid, 'SIGKILL');
-            console.log('killed');
-            process.exit(0);
-          }
-        }
-        console.log('timeout');
-      })();`;
-    let hit = false;
-    let attempts = 0;
     const pod = node.pod();
-    for (; attempts < 25 && !hit; attempts++) {
-      const pidFile = join(node.dir, `victim-${attempts}.pid`);
-      // On a busy machine (other suites running) the watcher must be on a core when the sysctl
-      // flips, and the victim slow to reach its clean index: the watcher spins as a real-time
-      // (SCHED_FIFO) task for the few hundred ms of an attempt (5 s at most; the kernel's RT
-      // throttling keeps 5% of that core for others), the victim runs at the lowest CFS weight
-      // (nice execs markroute, so the pid is the victim's).
-      const w = node.spawnIn(['chrt', '-f', '10', process.execPath, '-e', watcher], { PATH: process.env.PATH ?? '', PIDFILE: pidFile }, '');
-      await new Promise<void>((r) => w.child.stdout!.once('data', () => r()));
-      const victim = node.spawnIn(['nice', '-n', '19', node.bin], node.env('ADD', pod), JSON.stringify(node.netconf(pod)), 'ADD (niced)');
-      writeFileSync(`${pidFile}.tmp`, String(victim.child.pid));
-      renameSync(`${pidFile}.tmp`, pidFile);
-      const [v] = await Promise.all([victim.done, w.done]);
-      const index = node.index();
-      hit = v.signal === 'SIGKILL' && index?.dirty === true && node.snapshot().rpFilter.eth0 === '2';
-      if (!hit) {
-        // missed the window (killed after the clean index, or not at all): start over from an empty node
-        const d = await node.run('DEL', pod);
-        expect(d.code, d.stdout).toBe(0);
-        expect(node.snapshot().rpFilter.eth0).toBe('1');
-      }
-    }
-    expect(hit, `killed between the rp_filter write and the clean index in ${attempts} attempts`).toBe(true);
-    console.info(`${backend}: ADD killed between loosening rp_filter and writing the clean index at attempt ${attempts}`);
+    const indexTmp = join(node.stateDir, 'index.json.tmp');
+    const victim = node.spawnIn(
+      ['strace', '-f', '-qq', '-o', '/dev/null', '-P', indexTmp, '-e', 'trace=openat', '-e', 'inject=openat:signal=SIGKILL:when=2', node.bin],
+      node.env('ADD', pod), JSON.stringify(node.netconf(pod)), 'ADD (killed at its clean index)');
+    const v = await victim.done;
+    expect(v.stdout, 'killed before it answered').toBe('');
+    expect(node.index()?.dirty, `the index is left dirty (strace: exit ${v.code}, ${v.stderr.trim()})`).toBe(true);
     expect(node.snapshot().rpFilter.eth0).toBe('2');
     // the runtime's DEL after the failed ADD (no prevResult), and everything must be as before the first pod
     const del = await node.run('DEL', pod, { prev: null });
