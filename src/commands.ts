@@ -1,4 +1,6 @@
 // The CNI verbs as plain functions over a validated config: ADD, DEL, CHECK, GC, STATUS, VERSION.
+// A little over ~250 lines: the six verbs and ADD's two stages (decide before the lock, plan under
+// it), which the CLI's plan and the tests share; each verb is short.
 import { CniError, ErrorCode } from "./cni/errors.js";
 import type { CniRequest } from "./cni/request.js";
 import { resultInVersion } from "./cni/result.js";

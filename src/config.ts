@@ -1,3 +1,6 @@
+// The netconf contract: the schema, its cross-field checks, and the Config they yield. Over ~250
+// lines on purpose: every field's rule and its code-7 message sit together, and splitting the schema
+// from its checks would put a field's validation in two places.
 import * as z from "zod/mini";
 import { en } from "zod/locales";
 import { CniError, ErrorCode } from "./cni/errors.js";
