@@ -9,13 +9,14 @@ import { CniError, ErrorCode } from "./cni/errors.js";
 import { explain, packetOf } from "./explain.js";
 import { decodeNetconf, parseEnvironment, readStdin } from "./cni/request.js";
 import { DEFAULT_STATE_DIR, SUPPORTED_VERSIONS, parseConfig } from "./config.js";
-import { repairsOf, withState, type Transaction } from "./engine.js";
+import { readState, repairsOf, withState } from "./engine.js";
 import { install, uninstall } from "./install.js";
 import { DEFAULT_BIN_DIR } from "./install/binary.js";
 import { DEFAULT_CONF_DIR } from "./install/conf-dir.js";
 import { readEntry } from "./install/entry.js";
 import { describePlan } from "./plan-text.js";
 import { secureDirectory } from "./state/safe-path.js";
+import type { StateView } from "./state/view.js";
 
 export const VERSION = "0.1.0";
 
@@ -36,7 +37,7 @@ export async function cli(args: string[]): Promise<number> {
     .action(async (opts: { stateDir: string; json?: boolean }) => {
       // A node that never attached a pod has no state directory yet: nothing attached, not an error.
       const report = secureDirectory(opts.stateDir, false)
-        ? await withState(opts.stateDir, statusReport, { readOnly: true })
+        ? await readState(opts.stateDir, statusReport)
         : { indexNeedsRecovery: false, attachments: [], objects: [] };
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatStatus(opts.stateDir, report));
     });
@@ -65,8 +66,8 @@ export async function cli(args: string[]): Promise<number> {
     .option("--state-dir <dir>", "state directory", DEFAULT_STATE_DIR)
     .action(async (attachment: string | undefined, opts: { from?: string; iif?: string; to: string; stateDir: string }) => {
       if (!attachment && !(opts.from && opts.iif)) throw new CniError(ErrorCode.invalidEnvironment, "name an attachment, or give --from and --iif");
-      const lines = await withState(opts.stateDir, (tx) =>
-        explain(tx, attachment ? packetOf(tx, attachment, opts.to) : { from: opts.from!, iif: opts.iif!, to: opts.to }), { readOnly: true });
+      const lines = await readState(opts.stateDir, (view) =>
+        explain(view, attachment ? packetOf(view, attachment, opts.to) : { from: opts.from!, iif: opts.iif!, to: opts.to }));
       console.log(lines.join("\n"));
     });
 
@@ -77,10 +78,10 @@ export async function cli(args: string[]): Promise<number> {
       // Reconcile writes (records, index), but only where markroute has attached pods: a mistyped
       // --state-dir must not be created, as status and explain refuse it.
       requireStateDir(opts.stateDir);
-      const summary = await withState(opts.stateDir, (tx) => {
-        const repaired = repairsOf(tx.sharedDrift());
-        tx.reconcile();
-        return { ...tx.summary, repaired };
+      const summary = await withState(opts.stateDir, (session) => {
+        const repaired = repairsOf(session.sharedDrift());
+        session.reconcile();
+        return { ...session.summary, repaired };
       });
       console.log(JSON.stringify(summary, null, 2));
     });
@@ -149,15 +150,16 @@ interface StatusReport {
   objects: { key: string; perPod: boolean; refs: number; drift: string[] }[];
 }
 
-function statusReport(tx: Transaction): StatusReport {
-  const records = tx.records();
+function statusReport(view: StateView): StatusReport {
+  const records = view.records();
   // Shared objects as installed now (the index), each pod's set elements as its record has them.
-  const objects = new Map<string, KernelObject>(Object.values(tx.index.objects).map((e) => [objectKey(e.object), e.object]));
+  const objects = new Map<string, KernelObject>(view.installed().map((o) => [objectKey(o), o]));
   for (const r of records) for (const o of r.objects.filter(isPerPod)) objects.set(objectKey(o), o);
-  const drift = tx.drift([...objects.values()]);
+  const drift = view.drift([...objects.values()]);
+  const checkedAt = view.driftCheckedAt();
   return {
-    indexNeedsRecovery: tx.index.dirty || (records.length > 0 && Object.keys(tx.index.refs).length === 0),
-    ...(tx.index.checkedAt ? { driftCheckedAt: new Date(tx.index.checkedAt).toISOString() } : {}),
+    indexNeedsRecovery: view.needsRecovery(records),
+    ...(checkedAt ? { driftCheckedAt: new Date(checkedAt).toISOString() } : {}),
     attachments: records.map((r) => ({
       id: r.id,
       pod: r.attachment.podNamespace && `${r.attachment.podNamespace}/${r.attachment.podName}`,
@@ -166,7 +168,7 @@ function statusReport(tx: Transaction): StatusReport {
       addresses: r.hostMatch.addresses.map((a) => a.address),
       createdAt: r.createdAt,
     })),
-    objects: [...objects].map(([key, o]) => ({ key, perPod: isPerPod(o), refs: tx.index.refs[key] ?? 0, drift: drift.get(key) ?? [] })),
+    objects: [...objects].map(([key, o]) => ({ key, perPod: isPerPod(o), refs: view.refs(key), drift: drift.get(key) ?? [] })),
   };
 }
 

@@ -142,17 +142,16 @@ export async function add(config: Config, req: CniRequest, { probe, kernel }: Ef
   const decision = decideAdd(config, req, probe);
   const { mark, hostMatch } = decision;
   if (!mark) return { result: result(), warning: `not marked: the pod has no ${config.annotation} annotation` };
-  const summary = await withState(config.stateDir, (tx) => {
-    const cached = tx.index.facts;
+  const summary = await withState(config.stateDir, (session) => {
+    const cached = session.view.cachedFacts();
     const { plan, facts, detected } = planAdd(config, { ...decision, mark }, probe, cached);
-    tx.index.facts = {
+    session.attach(plan, config.driftCheckSeconds * 1000, {
       // What `auto` resolved to is kept; a netconf naming its backend does not change it.
       backend: config.backend === "auto" ? facts.backend : cached?.backend,
       iptablesVariant: facts.iptablesVariant ?? cached?.iptablesVariant,
       uplinks: { ...cached?.uplinks, ...detected },
-    };
-    tx.add(plan, config.driftCheckSeconds * 1000);
-    return tx.summary;
+    });
+    return session.summary;
   }, { kernel });
   const warnings = [
     ...(summary.repaired ? [`repaired what someone changed in the kernel: ${summary.repaired.flatMap((r) => r.problems).join("; ")}`] : []),
@@ -170,9 +169,9 @@ export async function add(config: Config, req: CniRequest, { probe, kernel }: Ef
  */
 export async function del(config: Pick<Config, "name" | "stateDir">, req: PodRequest, { kernel }: Pick<Effects, "kernel"> = { kernel: linuxKernel }): Promise<Outcome> {
   const id = attachmentId(attachmentOf(config, req));
-  const summary = await withState(config.stateDir, (tx) => {
-    tx.remove(id);
-    return tx.summary;
+  const summary = await withState(config.stateDir, (session) => {
+    session.detach(id);
+    return session.summary;
   }, { kernel });
   return { summary };
 }
@@ -180,13 +179,12 @@ export async function del(config: Pick<Config, "name" | "stateDir">, req: PodReq
 export async function check(config: Config, req: CniRequest): Promise<Outcome> {
   if (!config.prevResult) throw new CniError(ErrorCode.invalidConfig, "invalid netconf: prevResult: CHECK needs the prevResult of ADD");
   const id = attachmentId(attachmentOf(config, req));
-  const problems = await withState(config.stateDir, (tx) => {
-    const record = tx.store.readRecord(id);
-    if (!record && !selectedMark(config)) return []; // a pod annotated mode passes through has nothing to check
-    if (!record) throw new CniError(ErrorCode.unknownContainer, `no markroute attachment ${id}: it was never added, or was deleted`);
+  const problems = await withState(config.stateDir, (session) => {
     // Shared objects as they are meant to be now (the newest holder's plan), the pod's own as recorded.
-    const expected = record.objects.map((o) => (o.kind === "element" ? o : (tx.index.objects[objectKey(o)]?.object ?? o)));
-    return [...tx.drift(expected).values()].flat();
+    const found = session.check(id);
+    if (found) return found;
+    if (!selectedMark(config)) return []; // a pod annotated mode passes through has nothing to check
+    throw new CniError(ErrorCode.unknownContainer, `no markroute attachment ${id}: it was never added, or was deleted`);
   });
   if (problems.length) throw new CniError(ErrorCode.checkFailed, `attachment ${id} is not fully installed: ${problems.join("; ")}`);
   return {};
@@ -203,12 +201,12 @@ export async function gc(config: Config, { kernel }: Pick<Effects, "kernel"> = {
       `invalid netconf: cni.dev/valid-attachments: missing; GC removes every attachment of network ${config.name} that this list does not name, so without it nothing is removed (an empty list means none is valid)`);
   }
   const valid = new Set(config.validAttachments.map((a) => `${a.containerID}/${a.ifname}`));
-  const summary = await withState(config.stateDir, (tx) => {
-    for (const r of tx.records()) {
+  const summary = await withState(config.stateDir, (session) => {
+    for (const r of session.view.records()) {
       const a = r.attachment;
-      if (a.network === config.name && !valid.has(`${a.containerId}/${a.ifName}`)) tx.remove(r.id);
+      if (a.network === config.name && !valid.has(`${a.containerId}/${a.ifName}`)) session.detach(r.id);
     }
-    return tx.summary;
+    return session.summary;
   }, { kernel });
   return { summary };
 }

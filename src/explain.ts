@@ -6,7 +6,7 @@ import { runTool } from "./kernel/exec.js";
 import { familyOf, inCidr } from "./net/cidr.js";
 import { hex } from "./net/hex.js";
 import type { KernelObject, MarkChain, NftTable } from "./plan.js";
-import type { Transaction } from "./engine.js";
+import type { StateView } from "./state/view.js";
 
 export interface Packet {
   from: string;
@@ -16,8 +16,8 @@ export interface Packet {
 
 
 /** The recorded attachment `id` (or the one whose container ID starts with it) as a packet source. */
-export function packetOf(tx: Transaction, idOrContainer: string, to: string): Packet {
-  const records = tx.records();
+export function packetOf(view: StateView, idOrContainer: string, to: string): Packet {
+  const records = view.records();
   const record = records.find((r) => r.id === idOrContainer) ?? records.find((r) => r.attachment.containerId.startsWith(idOrContainer));
   if (!record) throw new Error(`no recorded attachment ${idOrContainer}; \`markroute status\` lists them`);
   const family = familyOf(to);
@@ -27,10 +27,10 @@ export function packetOf(tx: Transaction, idOrContainer: string, to: string): Pa
 }
 
 /** The verdict of our marking objects on the packet, as installed now. */
-function verdict(tx: Transaction, p: Packet): { lines: string[]; mark?: { mark: number; mask: number } } {
+function verdict(view: StateView, p: Packet): { lines: string[]; mark?: { mark: number; mask: number } } {
   const family = familyOf(p.to);
-  const installed = Object.values(tx.index.objects).map((e) => e.object);
-  const perPod = tx.records().flatMap((r) => r.objects);
+  const installed = view.installed();
+  const perPod = view.records().flatMap((r) => r.objects);
   const marking = installed.filter((o): o is MarkChain | NftTable =>
     (o.kind === "markChain" && o.family === family) || o.kind === "nftTable");
   if (marking.length === 0) return { lines: ["no markroute chain or table is installed: the packet is not marked"] };
@@ -60,11 +60,11 @@ function verdict(tx: Transaction, p: Packet): { lines: string[]; mark?: { mark: 
 }
 
 /** The whole explanation. */
-export function explain(tx: Transaction, p: Packet): string[] {
+export function explain(view: StateView, p: Packet): string[] {
   const family = familyOf(p.to);
   if (!family || familyOf(p.from) !== family) throw new Error(`--from ${p.from} and --to ${p.to} must be addresses of one family`);
   const lines = [`packet ${p.from} -> ${p.to} arriving on ${p.iif}:`];
-  const { lines: said, mark } = verdict(tx, p);
+  const { lines: said, mark } = verdict(view, p);
   lines.push(...said.map((l) => `  ${l}`));
   const fwmark = mark?.mark ?? 0;
   // The local table answers only for the node's own addresses, and a suppress rule only for specific

@@ -69,12 +69,12 @@ export async function uninstall(opts: UninstallOptions): Promise<UninstallReport
     present = false; // never used on this node: nothing recorded, nothing to remove
   }
   if (present) {
-    ({ attachments, summary } = await withState(stateDir, (tx) => {
-      const ids = tx.records().map((r) => r.id);
-      for (const id of ids) tx.remove(id);
-      const left = tx.records().map((r) => r.id);
+    ({ attachments, summary } = await withState(stateDir, (session) => {
+      const ids = session.view.records().map((r) => r.id);
+      for (const id of ids) session.detach(id);
+      const left = session.view.records().map((r) => r.id);
       if (left.length) throw new Error(`attachments still recorded in ${stateDir} after removal: ${left.join(", ")}`);
-      return { attachments: ids, summary: tx.summary };
+      return { attachments: ids, summary: session.summary };
     }));
   }
   const binary = removeBinary(opts.binDir);

@@ -822,7 +822,7 @@ describe.each(BACKENDS)('state left by an ADD killed before it changed the kerne
     const conf = merge(baseNetconf(rowDir, backend), { name: `mrkilled${sfx}`, table: backend === 'iptables' ? 103 : 113 });
     const cid = newContainerId();
     const before = snapshot(NS);
-    // A real ADD gives the index exactly as Transaction.add writes it before touching the kernel ...
+    // A real ADD gives the index exactly as Session.attach writes it before touching the kernel ...
     const add = plugin(baseEnv('ADD', cid), JSON.stringify(conf));
     expect([add.status, add.stderr]).toEqual([0, '']);
     const index = JSON.parse(readFileSync(join(stateDir, 'index.json'), 'utf8'));

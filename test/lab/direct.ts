@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { findPlugin, type CniCommand } from './cni.ts';
 import { inNs, nsExec } from './exec.ts';
 import { createNodeNamespace, FABRIC_IP, REPO_ROOT, removeNamespace, sweepStaleLabs, UPLINK } from './lab.ts';
-import type { Backend } from './markroute.ts';
+import { parseStatus, type Backend, type StatusJson } from './markroute.ts';
 import { snapshot, type Snapshot } from './snapshot.ts';
 
 /** A pod on paper: what its main plugin would have returned, without the pod. */
@@ -196,6 +196,11 @@ export class DirectNode {
   /** The CLI (`markroute status`, `reconcile`) in the node namespace, on this node's state directory. */
   cli(args: string[]) {
     return nsExec(this.ns, [this.bin, ...args, '--state-dir', this.stateDir], { check: false, env: { PATH: process.env.PATH ?? '' } });
+  }
+
+  /** The state as `markroute status --json` reports it (read only, under the lock). */
+  status(): StatusJson {
+    return parseStatus(this.cli(['status', '--json']));
   }
 
   snapshot(): Snapshot {

@@ -252,3 +252,16 @@ export const NO_MARKROUTE: ReturnType<typeof markrouteObjects> = {
   chains: { legacy4: [], nft4: [], legacy6: [], nft6: [] },
   jumps: [], ipsets: [], nftTables: [], rules4: [], rules6: [], routes4: [], routes6: [],
 };
+
+/** What `markroute status --json` prints (StatusReport in src/cli.ts): how tests read the state. */
+export interface StatusJson {
+  indexNeedsRecovery: boolean;
+  driftCheckedAt?: string;
+  attachments: { id: string; pod?: string; iface: string; topology: string; addresses: string[]; createdAt: string }[];
+  objects: { key: string; perPod: boolean; refs: number; drift: string[] }[];
+}
+
+export function parseStatus(out: { code: number | null; stdout: string; stderr: string }): StatusJson {
+  if (out.code !== 0) throw new Error(`markroute status --json: exit ${out.code}: ${out.stderr}`);
+  return JSON.parse(out.stdout) as StatusJson;
+}

@@ -8,6 +8,8 @@ import { renderRouteBatch, renderLinkGroups, renderRouteGet, renderRoutingRead, 
 import { MangleTable, renderChains, renderDestroySets, renderSets } from '../../src/backend/iptables.ts';
 import { renderNft } from '../../src/backend/nftables.ts';
 import { useToolRunner, type ToolCall, type ToolOutput, type ToolRunner } from '../../src/kernel/exec.ts';
+import { MemoryStore, emptyIndex } from '../../src/state/store.ts';
+import { StateView } from '../../src/state/view.ts';
 import type {
   LinkGroup, MarkChain, NftElement, NftTable, PodSet, PolicyRoute, PolicyRule, SetElement, SuppressRule,
 } from '../../src/plan.ts';
@@ -425,8 +427,8 @@ describe('explain runs its tools through the runner', () => {
       },
     });
     try {
-      const tx = { index: { objects: {} }, records: () => [] } as unknown as Parameters<typeof explain>[0];
-      expect(explain(tx, { from: '10.244.1.5', to: '1.1.1.1', iif: 'veth1a2b' }).at(-1)).toBe('  the kernel routes it via 192.0.2.1 dev eth0');
+      const view = new StateView(new MemoryStore(), emptyIndex('boot/ns'), () => new Map());
+      expect(explain(view, { from: '10.244.1.5', to: '1.1.1.1', iif: 'veth1a2b' }).at(-1)).toBe('  the kernel routes it via 192.0.2.1 dev eth0');
       expect(calls).toEqual(['ip -j -4 rule show', 'ip -j -4 route get 1.1.1.1 from 10.244.1.5 iif veth1a2b mark 0x0']);
     } finally {
       useToolRunner(previous);
