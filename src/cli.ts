@@ -3,7 +3,7 @@
 import { statSync } from "node:fs";
 import { join } from "node:path";
 import { Command } from "commander";
-import { isPerPod, objectKey, type KernelObject } from "./plan.js";
+import { isPerPod, objectKey, type KernelObject, type NodeFacts } from "./plan.js";
 import * as commands from "./commands.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { explain, packetOf } from "./explain.js";
@@ -146,6 +146,8 @@ interface StatusReport {
   indexNeedsRecovery: boolean;
   /** When an ADD last read the shared objects back (ISO time), if one has. */
   driftCheckedAt?: string;
+  /** What the ADDs detected and keep while pods are attached: the backend `auto` resolved to, the iptables variant, the uplinks. */
+  facts?: Partial<NodeFacts>;
   attachments: { id: string; pod?: string; iface: string; topology: string; addresses: string[]; createdAt: string }[];
   objects: { key: string; perPod: boolean; refs: number; drift: string[] }[];
 }
@@ -157,9 +159,11 @@ function statusReport(view: StateView): StatusReport {
   for (const r of records) for (const o of r.objects.filter(isPerPod)) objects.set(objectKey(o), o);
   const drift = view.drift([...objects.values()]);
   const checkedAt = view.driftCheckedAt();
+  const facts = view.cachedFacts();
   return {
     indexNeedsRecovery: view.needsRecovery(records),
     ...(checkedAt ? { driftCheckedAt: new Date(checkedAt).toISOString() } : {}),
+    ...(facts ? { facts } : {}),
     attachments: records.map((r) => ({
       id: r.id,
       pod: r.attachment.podNamespace && `${r.attachment.podNamespace}/${r.attachment.podName}`,
@@ -177,6 +181,10 @@ function formatStatus(stateDir: string, report: StatusReport): string {
     return `state directory: ${stateDir}\nnothing is attached on this node: no pod has been added with this state directory, or all were deleted`;
   }
   const lines = [`state directory: ${stateDir}`, `attachments: ${report.attachments.length}`];
+  if (report.facts?.backend) {
+    const variant = report.facts.backend === "iptables" && report.facts.iptablesVariant ? ` (iptables-${report.facts.iptablesVariant})` : "";
+    lines.push(`backend: ${report.facts.backend}${variant}`);
+  }
   if (report.indexNeedsRecovery) {
     lines.push("note: the index is dirty or missing (an operation died midway, or the node rebooted); the next CNI operation, or `markroute reconcile`, rebuilds it from the records");
   }

@@ -7,11 +7,11 @@
 //   `iifgroup` rule instead of set elements; DEL puts the group back, or finds the veth gone.
 // Every scenario ends with the node exactly as before it (iptables-save of both variants, ipset,
 // nft ruleset, ip -4/-6 rule, routes of every table, rp_filter).
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
-  createLab, FABRIC_IP, fwmarkRules, ipsetAdds, loadPtpConflist, markChains, tableRoutes,
+  createLab, FABRIC_IP, findPlugin, fwmarkRules, ipsetAdds, loadPtpConflist, markChains, parseStatus, tableRoutes,
   type Backend, type Conflist, type Lab, type ListRun, type Pod, type Snapshot,
 } from '../lab/index.ts';
 import { markrouteNft, markrouteTables, nftChainRules, nftPodElements } from '../lab/nft.ts';
@@ -53,7 +53,9 @@ function marking(s: Snapshot) {
   };
 }
 
-const readIndex = (lab: Lab) => JSON.parse(readFileSync(join(lab.dir, 'state', 'index.json'), 'utf8'));
+/** The node facts the ADDs keep while pods are attached (`backend`: what auto resolved to), as `markroute status --json` shows them. */
+const statusFacts = (lab: Lab) =>
+  parseStatus(lab.exec(lab.ns.node, [findPlugin('markroute', lab.cniPath)!, 'status', '--json', '--state-dir', join(lab.dir, 'state')], { check: false })).facts;
 const records = (lab: Lab) => {
   try {
     return readdirSync(join(lab.dir, 'state', 'attachments'));
@@ -124,7 +126,7 @@ describe('backend "auto"', () => {
     ]);
     expect(fwmarkRules(s)).toEqual([expect.objectContaining({ priority: 32765, fwmark: '0x10', fwmask: '0x10', table: '100' })]);
     expect(tableRoutes(s, '100')).toEqual([expect.objectContaining({ dst: 'default', gateway: FABRIC_IP, dev: 'eth0' })]);
-    expect(readIndex(lab).facts).toMatchObject({ backend: 'nftables' });
+    expect(statusFacts(lab)).toMatchObject({ backend: 'nftables' });
     await expectThroughFabric(lab, a, server, true);
   });
 
@@ -143,13 +145,13 @@ describe('backend "auto"', () => {
     const s = lab.snapshot();
     expect(marking(s)).toEqual({ chains: [], ipsets: [], nftTables: [TABLE] });
     expect(nftPodElements(s).map((e) => `${e.address},${e.iface}`).sort()).toEqual(pods.map((p) => `${p.ip4},${p.hostIf}`).sort());
-    expect(readIndex(lab).facts).toMatchObject({ backend: 'nftables' });
+    expect(statusFacts(lab)).toMatchObject({ backend: 'nftables' });
   });
 
   test('after the last pod the node is as before; the next auto ADD resolves afresh (iptables where nft\'s probe fails)', async () => {
     for (const p of pods.splice(0)) expectOk(await lab.delPod(p), `DEL ${p.name}`);
     expect(records(lab)).toEqual([]);
-    expect(readIndex(lab).facts).toBeUndefined();
+    expect(statusFacts(lab)).toBeUndefined();
     expect(lab.snapshot()).toEqual(before);
 
     const d = await lab.addPod('d', list, { env: { PATH: brokenNftPath } });
@@ -158,7 +160,7 @@ describe('backend "auto"', () => {
     expect(marking(s).ipsets).toEqual([SET4]);
     expect(marking(s).chains).toHaveLength(1);
     expect(ipsetAdds(s)).toEqual([`add ${SET4} ${d.ip4},${d.hostIf} comment "default/d ${d.containerId.slice(0, 12)} eth0"`]);
-    expect(readIndex(lab).facts).toMatchObject({ backend: 'iptables' });
+    expect(statusFacts(lab)).toMatchObject({ backend: 'iptables' });
     await expectThroughFabric(lab, d, server, true);
     expectOk(await lab.delPod(d), 'DEL d');
     expect(lab.snapshot()).toEqual(before);
@@ -197,7 +199,7 @@ describe('backend "auto"', () => {
       expect({
         nftables: nftPodElements(s).map((e) => `${e.address},${e.iface}`).sort(),
         ipset: ipsetAdds(s).map((l) => l.split(' ')[2]),
-        cached: readIndex(lab).facts?.backend,
+        cached: statusFacts(lab)?.backend,
       }).toEqual({
         nftables: [a, b].map((p) => `${p.ip4},${p.hostIf}`).sort(),
         ipset: [`${x.ip4},${x.hostIf}`],

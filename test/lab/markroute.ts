@@ -257,6 +257,7 @@ export const NO_MARKROUTE: ReturnType<typeof markrouteObjects> = {
 export interface StatusJson {
   indexNeedsRecovery: boolean;
   driftCheckedAt?: string;
+  facts?: { backend?: Backend; iptablesVariant?: 'nft' | 'legacy'; uplinks?: Record<string, { dev: string; gateway?: string }> };
   attachments: { id: string; pod?: string; iface: string; topology: string; addresses: string[]; createdAt: string }[];
   objects: { key: string; perPod: boolean; refs: number; drift: string[] }[];
 }
