@@ -17,6 +17,8 @@ const SAFE_PATH_RULE = "must be an absolute path of letters, digits, _ . - below
 /** An absolute path of safe characters, not `/` itself, without `.` or `..` components (which could climb out of where it seems to be). */
 export const isSafePath = (path: string) =>
   /^(\/[A-Za-z0-9_.-]+)+\/?$/.test(path) && !path.split("/").some((c) => c === "." || c === "..") && path.length <= 1024;
+/** A logFile value: a safe path, or "stderr". */
+const isLogFile = (value: string) => value === "stderr" || isSafePath(value);
 
 export const SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] as const;
 /** The version markroute answers in when the caller's is missing or one it does not speak. */
@@ -142,7 +144,7 @@ const netconfSchema = z.strictObject({
   // 30 s, as kube-proxy resyncs: while a pod starts every second, one ADD in thirty pays the read-back (~10 ms).
   driftCheckSeconds: z._default(z.optional(z.number().check(z.int(), z.minimum(0), z.maximum(86400))), 30),
   stateDir: z._default(z.optional(z.string().check(z.refine(isSafePath, SAFE_PATH_RULE))), DEFAULT_STATE_DIR),
-  logFile: z._default(z.optional(z.string().check(z.refine((f) => f === "stderr" || isSafePath(f), `${SAFE_PATH_RULE}, or "stderr"`))), DEFAULT_LOG_FILE),
+  logFile: z._default(z.optional(z.string().check(z.refine(isLogFile, `${SAFE_PATH_RULE}, or "stderr"`))), DEFAULT_LOG_FILE),
   logLevel: z._default(z.optional(z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"])), "info"),
 });
 
@@ -316,5 +318,5 @@ export function delTargetOf(raw: unknown): { name: string; stateDir: string } | 
 export function logFileOf(raw: unknown): string {
   const logFile = (typeof raw === "object" && raw !== null ? raw : {}) as { logFile?: unknown };
   if (logFile.logFile === undefined) return DEFAULT_LOG_FILE;
-  return typeof logFile.logFile === "string" && (logFile.logFile === "stderr" || isSafePath(logFile.logFile)) ? logFile.logFile : "stderr";
+  return typeof logFile.logFile === "string" && isLogFile(logFile.logFile) ? logFile.logFile : "stderr";
 }

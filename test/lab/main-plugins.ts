@@ -113,6 +113,15 @@ function result(version: string, parts: { interfaces: unknown[]; ips: unknown[];
   };
 }
 
+/**
+ * AWS VPC CNI's `dummy…` entry, named like the host veth with prefix "dummy" (same suffix; never
+ * created in the kernel), for a pod of one address: ipamd assigns IPv4 or IPv6, not both.
+ */
+function awsDummy(addresses: number, hostIf: string): string {
+  if (addresses !== 1) throw new Error(`aws-vpc-cni gives a pod one address, not ${addresses}`);
+  return 'dummy' + hostIf.slice(-11);
+}
+
 /** A real ptp ADD result (interfaces [hostVeth, eth0 with sandbox], ips with interface: 1) reshaped exactly as `plugin` shapes its own result: same keys, same omissions, `hostIf` used as the host-side name where the plugin lists it. */
 export function reshapeResult(plugin: MainPlugin, ptpResult: any, opts: { hostIf: string; ifName: string; netns: string; mtu?: number; vlanId?: number }): any {
   const { version, host, container, ips } = readPtp(ptpResult, opts.ifName);
@@ -170,9 +179,7 @@ export function reshapeResult(plugin: MainPlugin, ptpResult: any, opts: { hostIf
       // {Name: "dummy"+suffix, Mac: "0", Sandbox: fmt.Sprint(DeviceNumber)}] for a non-branch-ENI pod;
       // ips {Interface: 1, Address /32 or /128, Gateway: PodENISubnetGW = "" → left out}; no routes.
       // One family only (ipamd assigns IPv4 or IPv6): a dual-stack ptp result is not reshaped.
-      if (ips.length !== 1) throw new Error(`aws-vpc-cni gives a pod one address, not ${ips.length}`);
-      // The dummy is named like the host veth with prefix "dummy" (same suffix): never created in the kernel.
-      const dummy = 'dummy' + opts.hostIf.slice(-11);
+      const dummy = awsDummy(ips.length, opts.hostIf);
       return result(version, {
         interfaces: [
           { name: opts.hostIf },
@@ -199,8 +206,7 @@ export function reshapeResult(plugin: MainPlugin, ptpResult: any, opts: { hostIf
       // RouteTableId 0, so "0"; then {Name: "dummy"+suffix, Mac: fmt.Sprint(PodVlanId)} with NO sandbox.
       // ips {Interface: 1, Address /32 or /128, Gateway: PodENISubnetGW}: the branch ENI subnet's first
       // address (GetIPv4Gateway; ptp's gateway stands in), IPv6 fe80:ec2::1 (GetIPv6Gateway). No routes.
-      if (ips.length !== 1) throw new Error(`aws-vpc-cni gives a pod one address, not ${ips.length}`);
-      const dummy = 'dummy' + opts.hostIf.slice(-11);
+      const dummy = awsDummy(ips.length, opts.hostIf);
       return result(version, {
         interfaces: [
           { name: opts.hostIf },
