@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { createNodeNamespace, findPlugin, nsExec, REPO_ROOT, removeNamespace, run, snapshot, sweepStaleLabs, type Backend } from '../lab/index.ts';
+import { createNodeNamespace, findPlugin, nsExec, parseStatus, REPO_ROOT, removeNamespace, run, snapshot, sweepStaleLabs, type Backend, type StatusJson } from '../lab/index.ts';
 import { markrouteTables, nftPodElements } from '../lab/nft.ts';
 import { nftTableName } from '../../src/plan.ts';
 
@@ -50,6 +50,12 @@ function plugin(env: Record<string, string | undefined>, stdin: string | Buffer)
   // The plugin may refuse a huge stdin before reading all of it: EPIPE on our side is expected then.
   if (r.error && (r.error as NodeJS.ErrnoException).code !== 'EPIPE') throw r.error;
   return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+/** The state as `markroute status --json` reports it. */
+function status(stateDir: string): StatusJson {
+  const r = spawnSync('ip', ['netns', 'exec', NS, bin, 'status', '--json', '--state-dir', stateDir], { encoding: 'utf8', timeout: 30_000 });
+  return parseStatus({ code: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' });
 }
 
 const newContainerId = () => randomBytes(32).toString('hex');
@@ -825,22 +831,24 @@ describe.each(BACKENDS)('state left by an ADD killed before it changed the kerne
     // A real ADD gives the index exactly as Session.attach writes it before touching the kernel ...
     const add = plugin(baseEnv('ADD', cid), JSON.stringify(conf));
     expect([add.status, add.stderr]).toEqual([0, '']);
-    const index = JSON.parse(readFileSync(join(stateDir, 'index.json'), 'utf8'));
-    expect(Object.keys(index.refs).filter((k) => k.startsWith(backend === 'iptables' ? 'element/' : 'nftElement/'))).toHaveLength(1);
+    // the index file itself, to reproduce below what the kill leaves; what it holds, through status
+    const index = readFileSync(join(stateDir, 'index.json'), 'utf8');
+    const held = status(stateDir).objects.map((o) => o.key);
+    expect(held.filter((k) => k.startsWith(backend === 'iptables' ? 'element/' : 'nftElement/'))).toHaveLength(1);
     // the index lists the shared objects of this backend only: a set and a chain, or a table
-    const shared = Object.keys(index.objects).map((k) => k.split('/')[0]).filter((k) => ['ipset', 'markChain', 'nftTable'].includes(k!)).sort();
+    const shared = held.map((k) => k.split('/')[0]).filter((k) => ['ipset', 'markChain', 'nftTable'].includes(k!)).sort();
     expect(shared).toEqual(backend === 'iptables' ? ['ipset', 'markChain'] : ['nftTable']);
     const del = plugin(baseEnv('DEL', cid), JSON.stringify(conf));
     expect([del.status, del.stdout]).toEqual([0, '']);
     expect(snapshot(NS)).toEqual(before);
     // ... then killed: dirty index, no record yet, kernel untouched.
-    writeFileSync(join(stateDir, 'index.json'), JSON.stringify({ ...index, dirty: true }));
+    writeFileSync(join(stateDir, 'index.json'), JSON.stringify({ ...JSON.parse(index), dirty: true }));
     expect(records(stateDir)).toEqual([]);
 
     const retry = plugin({ ...baseEnv('DEL', cid), CNI_NETNS: '' }, JSON.stringify(merge(conf, { prevResult: undefined })));
     expect(retry.stdout).toBe('');
     expect(retry.status).toBe(0);
     expect(snapshot(NS)).toEqual(before);
-    expect(JSON.parse(readFileSync(join(stateDir, 'index.json'), 'utf8'))).toMatchObject({ dirty: false, objects: {}, refs: {} });
+    expect(status(stateDir)).toMatchObject({ indexNeedsRecovery: false, attachments: [], objects: [] });
   });
 });
