@@ -1,5 +1,4 @@
 // Entry: with CNI_COMMAND set this is the CNI plugin (stdout carries only the result); without, the CLI for people.
-import { cli } from "./cli.js";
 import * as commands from "./commands.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { decodeNetconf, parseEnvironment, readStdin, type CniRequest } from "./cni/request.js";
@@ -8,7 +7,8 @@ import { openLog } from "./log.js";
 
 
 export async function main(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  return env.CNI_COMMAND === undefined ? cli(args) : cniMain(env);
+  // The CLI (commander, install, explain) is loaded only for people: a CNI call never pays for it.
+  return env.CNI_COMMAND === undefined ? (await import("./cli.js")).cli(args) : cniMain(env);
 }
 
 function dispatch(config: Config, req: CniRequest): Promise<commands.Outcome> | commands.Outcome {
