@@ -1,7 +1,7 @@
 // Builds dist/markroute: src/entry.ts compiled by Bun into one executable (Bun's runtime + the
 // bundle as bytecode):
-//   bun build --compile --minify --bytecode --format=cjs --no-compile-autoload-dotenv
-//     --no-compile-autoload-bunfig src/entry.ts -> dist/markroute
+//   bun build --compile --minify --bytecode --format=cjs --compile-jit-policy=100
+//     --no-compile-autoload-dotenv --no-compile-autoload-bunfig src/entry.ts -> dist/markroute
 // Why Bun and not a Node single executable: docs/runtime-choice.md (start-up ~30% faster, PSS per
 // in-flight ADD 7 MiB against 12.6, measured in one run).
 // Fully offline: the bun binary is the locked devDependency `bun` (its platform package,
@@ -64,7 +64,11 @@ const TMP = join(TMPDIR, "markroute");
 // root, and a `.env` would set its environment (CNI_COMMAND included). Both are turned off here
 // (tsconfig.json and package.json are off by default). The environment itself is the runtime's, as
 // for Node: BUN_OPTIONS works like NODE_OPTIONS (keep both out of the runtime's environment).
-const argv = ["build", "--compile", "--minify", "--bytecode", "--format=cjs",
+// --compile-jit-policy=100: JavaScriptCore tiers code up to its JITs 100 times later than by default.
+// A CNI call lives ~20 ms and runs most of its code once: compiling it (on JIT threads, but on the
+// same 2 cores as 200 pods starting) cost ~5 ms of CPU per call and returned nothing (issue 13,
+// measured: VERSION's CPU 21 -> 13 ms; ADD/DEL wall -3..8 ms, also with 1000 pods attached).
+const argv = ["build", "--compile", "--minify", "--bytecode", "--format=cjs", "--compile-jit-policy=100",
   "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig", "src/entry.ts", "--outfile", TMP];
 step(`bun ${argv.join(" ")}`);
 const r = spawnSync(bun, argv, { encoding: "utf8", env, maxBuffer: 64 * 1024 * 1024 });

@@ -1,6 +1,6 @@
 // Entry: with CNI_COMMAND set this is the CNI plugin (stdout carries only the result); without, the CLI for people.
-import { cli } from "./cli.js";
 import * as commands from "./commands.js";
+import { writeSync } from "node:fs";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { decodeNetconf, parseEnvironment, readStdin, type CniRequest } from "./cni/request.js";
 import { LATEST_VERSION, delTargetOf, isSupportedVersion, logFileOf, parseConfig, type Config } from "./config.js";
@@ -8,7 +8,8 @@ import { openLog } from "./log.js";
 
 
 export async function main(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  return env.CNI_COMMAND === undefined ? cli(args) : cniMain(env);
+  // The CLI (commander, install, explain) is loaded only for people: a CNI call never pays for it.
+  return env.CNI_COMMAND === undefined ? (await import("./cli.js")).cli(args) : cniMain(env);
 }
 
 function dispatch(config: Config, req: CniRequest): Promise<commands.Outcome> | commands.Outcome {
@@ -92,7 +93,20 @@ const context = ({ req, log }: CallContext) => ({
   command: req?.command, containerId: req?.containerId, ifName: req?.ifName, network: log.network,
 });
 
+/**
+ * The result on stdout, written at once with write(2): process.stdout would load node:stream (~8 ms
+ * of every call's start-up under Bun), and the runtime reads the pipe only after we exit anyway.
+ */
 function write(result: object | undefined): number {
-  if (result) process.stdout.write(JSON.stringify(result) + "\n");
+  if (!result) return 0;
+  const bytes = Buffer.from(JSON.stringify(result) + "\n");
+  for (let done = 0; done < bytes.length; ) {
+    try {
+      done += writeSync(1, bytes, done);
+    } catch (err) {
+      // A non-blocking pipe that is full: the reader drains it.
+      if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+    }
+  }
   return 0;
 }

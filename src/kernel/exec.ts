@@ -2,6 +2,7 @@
 // are fed are rendered by pure functions in src/backend/* as ToolCalls, and run in src/backend/apply.ts.
 import { spawnSync } from "node:child_process";
 import { CniError, ErrorCode } from "../cni/errors.js";
+import { runNftScript } from "./libnftables.js";
 
 export interface ToolOutput {
   status: number;
@@ -20,9 +21,11 @@ export interface ToolRunner {
   run(argv: readonly string[], input?: string): ToolOutput;
 }
 
-/** The runner of a node: spawnSync, no shell. */
+/** The runner of a node: spawnSync, no shell; an nft batch (`nft -f -`) in-process where it can be. */
 export const spawnRunner: ToolRunner = {
   run(argv, input) {
+    const inProcess = argv.length === 3 && argv.join(" ") === "nft -f -" && input !== undefined ? runNftScript(input) : undefined;
+    if (inProcess) return inProcess;
     const [file, ...args] = argv;
     const res = spawnSync(file!, args, { input, encoding: "utf8", maxBuffer: 256 * 1024 * 1024 });
     if (res.error) {

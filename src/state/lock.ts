@@ -16,6 +16,7 @@ import { spawnSync } from "node:child_process";
 import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CniError, ErrorCode } from "../cni/errors.js";
+import { openLibrary } from "../kernel/ffi.js";
 
 export interface HeldLock {
   release(): Promise<void>;
@@ -34,7 +35,7 @@ export async function acquireLock(stateDir: string, stuckMs: number): Promise<He
   try {
     for (let first = true; ; first = false) {
       const seen = readSequence(fd);
-      if ((first && (await tryLockNow(fd))) || flockWait(fd, path, stuckMs)) {
+      if ((first && tryLockNow(fd)) || flockWait(fd, path, stuckMs)) {
         writeSequence(fd, `${process.pid}.${seen + 1}`);
         return { waitedMs: performance.now() - started, release: async () => closeSync(fd) };
       }
@@ -70,33 +71,12 @@ function openLockFile(path: string): number {
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
-type Flock = (fd: number, operation: number) => number;
-let libcFlock: Flock | null | undefined;
-
-/** flock(2) from libc where the runtime can call it (Bun's FFI); null where it cannot (Node). */
-async function flockCall(): Promise<Flock | null> {
-  if (libcFlock !== undefined) return libcFlock;
-  libcFlock = null;
-  if ("Bun" in globalThis) {
-    try {
-      // A specifier the bundler leaves alone: the module exists only in Bun.
-      const ffi = "bun:ffi";
-      const { dlopen, FFIType } = (await import(ffi)) as {
-        dlopen: (lib: string, symbols: object) => { symbols: { flock: Flock } };
-        FFIType: Record<string, number>;
-      };
-      libcFlock = dlopen("libc.so.6", { flock: { args: [FFIType.i32!, FFIType.i32!], returns: FFIType.i32! } }).symbols.flock;
-    } catch {
-      // no FFI here: the child does it
-    }
-  }
-  return libcFlock;
-}
+let libc: { flock(fd: number, operation: number): number } | null | undefined;
 
 /** Locks `fd` at once if nobody holds it; false when someone does (or there is no FFI). */
-async function tryLockNow(fd: number): Promise<boolean> {
-  const flock = await flockCall();
-  return flock !== null && flock(fd, LOCK_EX | LOCK_NB) === 0;
+function tryLockNow(fd: number): boolean {
+  libc ??= openLibrary("libc.so.6", { flock: { args: ["i32", "i32"], returns: "i32" } });
+  return libc !== null && libc.flock(fd, LOCK_EX | LOCK_NB) === 0;
 }
 
 /** Locks `fd` through a child; false when `stuckMs` passed first. */

@@ -7,7 +7,7 @@
 //   `iifgroup` rule instead of set elements; DEL puts the group back, or finds the veth gone.
 // Every scenario ends with the node exactly as before it (iptables-save of both variants, ipset,
 // nft ruleset, ip -4/-6 rule, routes of every table, rp_filter).
-import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
@@ -137,6 +137,28 @@ describe('backend "auto"', () => {
     expect(marking(s)).toEqual({ chains: [], ipsets: [], nftTables: [TABLE] });
     expect(nftPodElements(s).map((e) => `${e.address},${e.iface}`).sort()).toEqual(pods.map((p) => `${p.ip4},${p.hostIf}`).sort());
     expect(fwmarkRules(s)).toHaveLength(1);
+  });
+
+  test('with pods attached, an ADD and its DEL run no nft process: the batch goes through libnftables in-process', async () => {
+    // An nft first in PATH that notes every run, then runs the real one: the shipped executable must not need it.
+    const nft = ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'].find((p) => existsSync(p))!;
+    const bin = join(lab.dir, 'noted-nft');
+    const notes = join(lab.dir, 'nft-runs');
+    mkdirSync(bin);
+    writeFileSync(notes, '');
+    writeFileSync(join(bin, 'nft'), ['#!/bin/sh', `echo "nft $*" >> ${notes}`, `exec ${nft} "$@"`, ''].join('\n'));
+    chmodSync(join(bin, 'nft'), 0o755);
+    const env = { PATH: `${bin}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` };
+    // The drift check (which reads the table back with `nft -j list`) not due.
+    const steady = ptpList(lab, { backend: 'auto', driftCheckSeconds: 86400 });
+    const c = await lab.addPod('steady', steady, { env });
+    expect(nftPodElements(lab.snapshot()).map((e) => e.address)).toContain(c.ip4);
+    expectOk(await lab.delPod(c, { env }), 'DEL steady');
+    expect(nftPodElements(lab.snapshot()).map((e) => e.address)).not.toContain(c.ip4);
+    expect(readFileSync(notes, 'utf8')).toBe('');
+    // The shim itself works: a run through it is noted.
+    lab.exec(lab.ns.node, ['nft', 'list', 'tables'], { env });
+    expect(readFileSync(notes, 'utf8')).toBe('nft list tables\n');
   });
 
   test('the choice is cached while pods are attached: with nft\'s probe failing, a third pod still lands in nftables', async () => {

@@ -1,4 +1,6 @@
 // net/cidr: canonical text exactly as `ip` and iptables-save print it, and refusal of bad input.
+import { isIP } from 'node:net';
+import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import { canonicalAddress, cidrRange, compareWords, familyOf, hasZone, hostAddress, inCidr, parseCidr } from '../../src/net/cidr.ts';
 
@@ -99,6 +101,23 @@ describe('canonicalAddress and familyOf', () => {
     expect(familyOf('10.0.0.1/24')).toBeUndefined();
     expect(familyOf('eth0')).toBeUndefined();
     expect(familyOf('')).toBeUndefined();
+  });
+
+  // familyOf parses addresses itself (node:net is slow to load under Bun): it must agree with
+  // node:net's isIP on everything without a zone, the tricky shapes and random strings alike.
+  const agreesWithNode = (a: string) => expect(familyOf(a) ?? 0, a).toBe(hasZone(a) ? 0 : isIP(a));
+  test.each([
+    '0.0.0.0', '255.255.255.255', '256.0.0.1', '01.2.3.4', '1.2.3.04', '1.2.3', '1.2.3.4.5', '1..2.3', ' 1.2.3.4', '1.2.3.4 ',
+    '::', '::1', '1::', ':1::', '1::2:', ':::', '1:::2', '1::2::3', '::ffff:1.2.3.4', '::1.2.3.4', ':1.2.3.4', '1.2.3.4::',
+    '1:2:3:4:5:6:7:8', '1:2:3:4:5:6:7', '1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7::', '::2:3:4:5:6:7:8', '1::3:4:5:6:7:8',
+    '1:2:3:4:5:6:1.2.3.4', '1:2:3:4:5:1.2.3.4', '1:2:3:4:5:6:7:1.2.3.4', '1::1.2.3.4', '1::256.2.3.4', 'ffff::1.2.3',
+    '12345::', 'g::', 'FFFF::ffff', '0:0:0:0:0:0:0:0', '::0:0:0:0:0:0:0', '::0:0:0:0:0:0:0:0', '1:2:3:4:5:6:1.2.3.4::',
+  ])('familyOf agrees with node:net on %j', agreesWithNode);
+
+  test('familyOf agrees with node:net on random strings of address characters', () => {
+    const chars = fc.constantFrom(...'0123456789abcdefABCDEFg:.');
+    const groups = fc.array(fc.oneof(fc.constant(''), fc.string({ unit: fc.constantFrom(...'0123456789abcdefF'), minLength: 1, maxLength: 5 }), fc.ipV4()), { maxLength: 10 }).map((g) => g.join(':'));
+    fc.assert(fc.property(fc.oneof(fc.string({ unit: chars, maxLength: 45 }), groups, fc.ipV6(), fc.ipV4()), (a) => { agreesWithNode(a); }), { numRuns: 20000 });
   });
 });
 
