@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { selectedMark } from '../../src/commands.ts';
+import { selectPod } from '../../src/selection.ts';
 import { parseConfig } from '../../src/config.ts';
 import { cniError } from './helpers.ts';
 
@@ -50,10 +50,10 @@ describe.each(['20-ptp-annotated.conflist', '30-flannel-vpn.conflist'])('%s', (f
   });
 
   test('a pod annotated vpn gets the entry, an unannotated pod none, an unknown name is error 7', () => {
-    expect(selectedMark(parseConfig(markrouteNetconf(file, { 'cni.fwmark.net/name': 'vpn' })))?.name).toBe('vpn');
-    expect(selectedMark(parseConfig(markrouteNetconf(file, { 'other/annotation': 'x' })))).toBeUndefined();
-    expect(selectedMark(parseConfig(markrouteNetconf(file)))).toBeUndefined();
-    const err = cniError(() => selectedMark(parseConfig(markrouteNetconf(file, { 'cni.fwmark.net/name': 'nosuch' }))));
+    expect(selectPod(parseConfig(markrouteNetconf(file, { 'cni.fwmark.net/name': 'vpn' })), undefined).mark?.name).toBe('vpn');
+    expect(selectPod(parseConfig(markrouteNetconf(file, { 'other/annotation': 'x' })), undefined).mark).toBeUndefined();
+    expect(selectPod(parseConfig(markrouteNetconf(file)), undefined).mark).toBeUndefined();
+    const err = cniError(() => selectPod(parseConfig(markrouteNetconf(file, { 'cni.fwmark.net/name': 'nosuch' })), undefined).mark);
     expect([err.code, err.message]).toEqual([7, 'invalid netconf: marks: the pod\'s annotation cni.fwmark.net/name="nosuch" names no entry of marks; known: vpn']);
   });
 });
