@@ -1,8 +1,9 @@
 // The annotated-mode conflists shipped in conflists/, read as libcni reads them: each plugin entry
 // gets the list's name and cniVersion (and runtimeConfig for the capabilities it declares), then
 // markroute's entry goes through parseConfig. 30-flannel-vpn.conflist cannot run here (flannel
-// needs its daemon), so this is where it is exercised; 20-ptp-annotated.conflist also runs under
-// containerd in test/e2e/containerd.test.ts.
+// needs its daemon), so this is where it is exercised; 20-ptp-annotated.conflist and
+// 50-ptp-team-vpn.conflist also run under containerd in test/e2e/containerd.test.ts (and the latter
+// in test/e2e/namespaces.test.ts).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
@@ -91,5 +92,34 @@ describe('40-azure-vnet-transparent.conflist is AKS\'s azure-vnet chain in trans
     expect(c.exemptCIDRs.map((e) => [e.cidr.text, e.why])).toEqual([
       ['10.0.0.0/16', 'service'], ['168.63.129.16/32', 'exclude'], ['169.254.169.254/32', 'exclude'], ['169.254.20.10/32', 'exclude'],
     ]);
+  });
+});
+
+describe('50-ptp-team-vpn.conflist: a VPN for one team\'s namespace', () => {
+  const file = '50-ptp-team-vpn.conflist';
+
+  test('ptp, then markroute in annotated mode with the pod-annotations capability', () => {
+    const list = load(file);
+    expect(list).toMatchObject({ cniVersion: '1.0.0', name: 'pods-team-vpn' });
+    expect(list.plugins.map((p) => p.type)).toEqual(['ptp', 'markroute']);
+    expect(list.plugins[1]!.capabilities).toEqual({ [POD_ANNOTATIONS]: true });
+  });
+
+  test("markroute's entry parses: one entry, team-vpn, routed to the VPN gateway on vpn0, listing the namespace team-vpn", () => {
+    const c = parseConfig(markrouteNetconf(file));
+    expect(c.mode).toBe('annotated');
+    expect(c.marks).toEqual([{
+      name: 'team-vpn', tag: expect.stringMatching(/^[0-9a-f]{8}$/), mark: 0x10, mask: 0x10,
+      routing: { table: 123, priority: 32765, uplink: 'vpn0', gateway: '192.168.2.1' },
+      namespaces: ['team-vpn'],
+    }]);
+    expect(c.exemptCIDRs.map((e) => e.cidr.text)).toEqual(['10.96.0.0/12', '168.63.129.16/32', '169.254.169.254/32']);
+  });
+
+  test('a pod of team-vpn gets the entry without an annotation; a pod of another namespace none; an annotation still selects', () => {
+    const c = parseConfig(markrouteNetconf(file));
+    expect(selectPod(c, 'team-vpn')).toMatchObject({ by: 'namespace', mark: { name: 'team-vpn' } });
+    expect(selectPod(c, 'default')).toEqual({ by: 'none', reason: expect.stringContaining('its namespace default is listed by no entry of marks') });
+    expect(selectPod(parseConfig(markrouteNetconf(file, { 'cni.fwmark.net/name': 'team-vpn' })), 'default')).toMatchObject({ by: 'annotation', mark: { name: 'team-vpn' } });
   });
 });
