@@ -185,14 +185,19 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
     JSON.parse((await runAsync(['nsenter', `--net=${p.netns}`, process.execPath, NETPROBE, 'probe', 'udp', OUTSIDE_IP, String(ECHO_PORT), String(count), '1500'], { timeoutMs: 20_000 })).stdout) as
       { sent: number; received: number; replies: { from: string; seenAs: string }[] };
 
-  describe.each(['transparent-tunnel', 'annotated'] as const)('%s mode', (m) => {
+  /**
+   * For the describe it is called in: containerd started with the shipped conflist `file` (in the
+   * suite's temp dir by `tag`; `written` may change what is written), each test's sandboxes removed
+   * after it, containerd stopped after all.
+   */
+  function withContainerd(m: Mode, file: string, tag: string, written: (list: Record<string, any>) => Record<string, any> = (l) => l): void {
     beforeAll(async () => {
       mode = m;
-      const list = conflist(CONFLIST[m], m);
+      const list = conflist(file, tag);
       networkName = list.name;
       ipamDir = list.plugins[0].ipam.dataDir;
       stateDir = markrouteEntry(list).stateDir;
-      ctd.setConflist(CONFLIST[m], list);
+      ctd.setConflist(file, written(list));
       const v = await ctd.start();
       expect(v.runtimeName).toBe('containerd');
       expect(v.runtimeApiVersion).toBe('v1');
@@ -207,6 +212,10 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
     afterAll(async () => {
       await ctd?.stop();
     }, 60_000);
+  }
+
+  describe.each(['transparent-tunnel', 'annotated'] as const)('%s mode', (m) => {
+    withContainerd(m, CONFLIST[m], m);
 
     test(`${VERSION} runs in the node namespace, the sandbox network is ptp then markroute`, async () => {
       ctd.clearCalls();
@@ -366,26 +375,8 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
   // conflists/50-ptp-team-vpn.conflist: the entry `team-vpn` lists the namespace team-vpn. containerd
   // puts the sandbox's metadata namespace in CNI_ARGS (K8S_POD_NAMESPACE): no annotation is needed.
   describe('annotated mode, pods selected by namespace (50-ptp-team-vpn.conflist)', () => {
-    const FILE = '50-ptp-team-vpn.conflist';
-
-    beforeAll(async () => {
-      mode = 'annotated'; // the same mark, table 123 via the gateway behind vpn0
-      const list = conflist(FILE, 'namespaces');
-      networkName = list.name;
-      ipamDir = list.plugins[0].ipam.dataDir;
-      stateDir = markrouteEntry(list).stateDir;
-      ctd.setConflist(FILE, list);
-      await ctd.start();
-      ctd.importImage(image);
-    }, 120_000);
-
-    afterEach(async () => {
-      if (ctd.running) await ctd.removeAllPods();
-    }, 120_000);
-
-    afterAll(async () => {
-      await ctd?.stop();
-    }, 60_000);
+    // annotated: the same mark as 20-ptp-annotated.conflist's, table 123 via the gateway behind vpn0
+    withContainerd('annotated', '50-ptp-team-vpn.conflist', 'namespaces');
 
     test("a pod of team-vpn, without any annotation, leaves through vpn0 to the gateway; a pod of default through the fabric (main route)", async () => {
       ctd.clearCalls();
@@ -434,26 +425,12 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
     };
     const lastReserved = () => readFileSync(join(ipamDir, networkName, 'last_reserved_ip.0'), 'utf8');
 
-    beforeAll(async () => {
-      mode = 'transparent-tunnel';
-      valid = conflist(CONFLIST[mode], 'typo');
+    withContainerd('transparent-tunnel', FILE, 'typo', (list) => {
+      valid = list;
       typo = structuredClone(valid);
       markrouteEntry(typo).mark = '0xZZ';
-      networkName = valid.name;
-      ipamDir = valid.plugins[0].ipam.dataDir;
-      stateDir = markrouteEntry(valid).stateDir;
-      ctd.setConflist(FILE, typo);
-      await ctd.start();
-      ctd.importImage(image);
-    }, 120_000);
-
-    afterEach(async () => {
-      if (ctd.running) await ctd.removeAllPods();
-    }, 120_000);
-
-    afterAll(async () => {
-      await ctd?.stop();
-    }, 60_000);
+      return typo;
+    });
 
     test("three failed starts in a row: markroute's code 7 about mark reaches the CRI caller; containerd's DEL runs the whole chain, nothing is left", async () => {
       await ctd.replaceConflist(FILE, typo);
