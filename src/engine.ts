@@ -105,7 +105,8 @@ export class Session {
     // A recovery that just re-applied every record has repaired any drift as well.
     const healed = this.summary.recovered && !this.unhealed;
     if (healed) this.index.checkedAt = now;
-    const due = !healed && (now - last >= checkEveryMs || now < last);
+    // A pod passed through installs nothing: it neither checks the others' objects nor writes the index.
+    const due = !healed && plan.objects.length > 0 && (now - last >= checkEveryMs || now < last);
     if (due) this.repairDrift(now);
     try {
       this.install(plan);
@@ -146,10 +147,12 @@ export class Session {
   /** The counts and the kernel change for `plan`, then the record, then the kernel; a refusal is rolled back. */
   private install(plan: AttachmentPlan): void {
     const old = this.store.readRecord(plan.id)?.objects ?? [];
+    const record = { ...plan, version: STATE_VERSION, createdAt: new Date().toISOString() };
+    if (plan.objects.length === 0 && old.length === 0) return this.store.writeRecord(record); // nothing to count or change
     const change = refcount.attach(this.index, plan, old, this.unhealed, () => this.store.listRecords());
     this.markDirty(change.install);
     // The record is written before the kernel changes, so whatever gets installed is traceable.
-    this.store.writeRecord({ ...plan, version: STATE_VERSION, createdAt: new Date().toISOString() });
+    this.store.writeRecord(record);
     try {
       this.applyAndClean(change);
     } catch (err) {
@@ -174,6 +177,10 @@ export class Session {
   detach(id: string): boolean {
     const record = this.store.readRecord(id);
     if (!record) return false;
+    if (record.objects.length === 0) { // a pod passed through: nothing counted, nothing installed
+      this.store.deleteRecord(id);
+      return true;
+    }
     const change = refcount.detach(this.index, record, () => this.store.listRecords());
     this.markDirty(change.install);
     this.applyAndClean(change, () => this.store.deleteRecord(id));
