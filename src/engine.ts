@@ -240,7 +240,8 @@ export async function withState<T>(stateDir: string, fn: (session: Session) => T
     const healthy = found && !found.dirty && found.kernel === identity;
     // Objects of another boot or namespace are not ours to remove here: start from the records alone.
     const index = found && found.kernel === identity ? found : emptyIndex(identity);
-    const recover = !readOnly && !healthy && (found !== undefined || store.listRecords().length > 0);
+    // (records of pods passed through hold nothing that needs an index)
+    const recover = !readOnly && !healthy && (found !== undefined || store.listRecords().some((r) => r.objects.length > 0));
     const session = new Session(store, kernel, index, lock.waitedMs, recover);
     if (recover) session.recover();
     return fn(session);

@@ -2,7 +2,7 @@
 // src/config.ts): selection over annotation × namespace × exclusions, what is recorded and how old
 // records read, and the config errors (code 7 naming the field, and both entries for a namespace
 // listed twice).
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -192,6 +192,19 @@ describe('what selected the pod is recorded with the attachment', () => {
     expect(store.listRecords()).toEqual([]);
     expect(applied).toEqual([]);
     expect(indexText()).toBe(index);
+  });
+
+  test('on a node where only pods passed through were added, no index is written and nothing is "recovered"', async () => {
+    applied.length = 0;
+    const fresh = join(dir, 'fresh');
+    for (const n of [6, 7]) {
+      const out = await add(parseConfig(netconf(n, { stateDir: fresh })), request(n, 'default'), { probe, kernel });
+      expect(out.summary).toMatchObject({ recovered: false, installed: [], removed: [] });
+      expect(out.summary?.driftChecked).toBeUndefined();
+    }
+    expect(new StateStore(fresh).listRecords().map((r) => r.selection?.by)).toEqual(['none', 'none']);
+    expect(existsSync(join(fresh, 'index.json'))).toBe(false);
+    expect(applied).toEqual([]);
   });
 
   test('a re-ADD after the pod\'s namespace was excluded releases what it held', async () => {
