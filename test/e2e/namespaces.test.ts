@@ -141,6 +141,18 @@ describe.each(['nftables', 'iptables'] as Backend[])('annotated mode: entries li
     expect(of(vpn)).toMatchObject({ level: 30, msg: 'ADD ok', selection: { by: 'namespace', mark: 'team-vpn' } });
   });
 
+  test('`markroute plan --pod-namespace` says what a pod of that namespace would get, and changes nothing', () => {
+    const bin = findPlugin('markroute', lab.cniPath)!;
+    const netconf = JSON.stringify({ ...list.plugins[1], name: list.name, cniVersion: list.cniVersion, prevResult: hairpin.result });
+    const unchanged = lab.snapshot();
+    const plan = (namespace: string) => lab.exec(lab.ns.node, [bin, 'plan', '--container-id', 'planned', '--pod-namespace', namespace], { input: netconf }).stdout;
+    expect(plan('team-hairpin')).toContain('an ADD would install (nothing is changed)');
+    expect(plan('team-hairpin')).toContain('ip -4 rule fwmark 0x20/0x20 lookup 124 priority 32765');
+    expect(plan('team-vpn')).toContain('ip -4 rule fwmark 0x10/0x10 lookup 123 priority 32765');
+    expect(plan('default')).toBe(`nothing would be installed: not marked: the pod has no ${ANNOTATION} annotation, and its namespace default is listed by no entry of marks\n`);
+    expect(lab.snapshot()).toEqual(unchanged);
+  });
+
   test('DEL without CNI_ARGS removes what the record says; after the last DEL the node is as it was', async () => {
     expect((await lab.delPod(vpn, { env: { CNI_ARGS: '' } })).ok).toBe(true);
     let s = lab.snapshot();
