@@ -124,6 +124,13 @@ describe.each(['nftables', 'iptables'] as Backend[])('annotated mode: entries li
     expect(cli(lab).statusText()).toContain('    marked "team-vpn" (by namespace): its namespace team-vpn is listed by marks.team-vpn');
   });
 
+  test('CHECK passes for every pod, the one passed through included (its record holds nothing to check)', async () => {
+    for (const p of [vpn, overridden, hairpin, plain]) {
+      const check = await lab.cni('CHECK', p);
+      expect(check.ok, JSON.stringify(check.runs.map((r) => r.rawStdout))).toBe(true);
+    }
+  });
+
   test('explain says why, for a marked and an unmarked pod', () => {
     const marked = cli(lab).explain(vpn, OUTSIDE_IP);
     expect(marked).toContain('  from pod team-vpn/vpn: marked "team-vpn" (by namespace): its namespace team-vpn is listed by marks.team-vpn');
