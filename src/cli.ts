@@ -17,6 +17,7 @@ import { readEntry } from "./install/entry.js";
 import { describePlan } from "./plan-text.js";
 import { secureDirectory } from "./state/safe-path.js";
 import type { StateView } from "./state/view.js";
+import { describeSelection, type PodSelection } from "./selection.js";
 
 export const VERSION = "0.1.0";
 
@@ -47,12 +48,14 @@ export async function cli(args: string[]): Promise<number> {
     .option("--container-id <id>", "container ID to plan for", "plan")
     .option("--ifname <name>", "the container's interface name", "eth0")
     .option("--netns <path>", "the pod's network namespace, where prevResult does not name the host-side interface (azure-vnet)", "")
+    .option("--pod-namespace <ns>", "the pod's Kubernetes namespace, as K8S_POD_NAMESPACE in CNI_ARGS (namespaces, excludeNamespaces)")
     .option("--json", "the raw plan (objects and their keys) instead of a summary")
-    .action((opts: { containerId: string; ifname: string; netns: string; json?: boolean }) => {
+    .action((opts: { containerId: string; ifname: string; netns: string; podNamespace?: string; json?: boolean }) => {
       // The same checks as the CNI_* variables these stand for.
       parseEnvironment({ CNI_COMMAND: "ADD", CNI_CONTAINERID: opts.containerId, CNI_IFNAME: opts.ifname, CNI_NETNS: opts.netns || "/" });
       const config = parseConfig(decodeNetconf(readStdin()));
-      const plan = commands.dryRun(config, { containerId: opts.containerId, ifName: opts.ifname, netns: opts.netns, args: new Map() });
+      const args = new Map(opts.podNamespace ? [["K8S_POD_NAMESPACE", opts.podNamespace]] : []);
+      const plan = commands.dryRun(config, { containerId: opts.containerId, ifName: opts.ifname, netns: opts.netns, args });
       if (opts.json) console.log(JSON.stringify(plan, null, 2));
       else console.log("reason" in plan ? `nothing would be installed: ${plan.reason}` : `an ADD would install (nothing is changed):\n${describePlan(plan)}`);
     });
@@ -148,7 +151,7 @@ interface StatusReport {
   driftCheckedAt?: string;
   /** What the ADDs detected and keep while pods are attached: the backend `auto` resolved to, the iptables variant, the uplinks. */
   facts?: Partial<NodeFacts>;
-  attachments: { id: string; pod?: string; iface: string; topology: string; addresses: string[]; createdAt: string }[];
+  attachments: { id: string; pod?: string; iface: string; topology: string; addresses: string[]; createdAt: string; selection?: PodSelection }[];
   objects: { key: string; perPod: boolean; refs: number; drift: string[] }[];
 }
 
@@ -171,6 +174,7 @@ function statusReport(view: StateView): StatusReport {
       topology: r.hostMatch.topology,
       addresses: r.hostMatch.addresses.map((a) => a.address),
       createdAt: r.createdAt,
+      ...(r.selection ? { selection: r.selection } : {}),
     })),
     objects: [...objects].map(([key, o]) => ({ key, perPod: isPerPod(o), refs: view.refs(key), drift: drift.get(key) ?? [] })),
   };
@@ -190,7 +194,8 @@ function formatStatus(stateDir: string, report: StatusReport): string {
   }
   for (const a of report.attachments) {
     lines.push(`  ${a.id}  ${a.pod ?? "-"}  via ${a.iface}  ${a.addresses.join(", ")}  since ${a.createdAt}`);
-    if (a.topology === "bridged") lines.push(`    note: ${commands.BRIDGED_WARNING}`);
+    if (a.selection) lines.push(`    ${describeSelection(a.selection)}`);
+    if (a.topology === "bridged" && (!a.selection || a.selection.mark)) lines.push(`    note: ${commands.BRIDGED_WARNING}`);
   }
   const shared = report.objects.filter((o) => !o.perPod);
   lines.push(`shared objects: ${shared.length} (and ${report.objects.length - shared.length} of single pods)`);

@@ -13,6 +13,7 @@ import {
   attachmentId, objectKey, planAttachment, type Attachment, type AttachmentPlan, type HostMatch, type NodeFacts, type Uplink,
 } from "./plan.js";
 import { linuxKernel, withState, type ChangeSummary, type Kernel } from "./engine.js";
+import { recordedSelection, selectPod, type PodSelection, type Selection } from "./selection.js";
 
 /** Where the verbs meet the kernel: its facts (read before planning) and its changes. Tests pass fakes. */
 export interface Effects {
@@ -28,6 +29,8 @@ export interface Outcome {
   summary?: ChangeSummary;
   /** Worth an operator's attention, though the operation succeeded. */
   warning?: string;
+  /** ADD: what selected the pod (logged). */
+  selection?: PodSelection;
 }
 
 export const BRIDGED_WARNING =
@@ -85,64 +88,45 @@ export function nodeFacts(config: Config, mark: MarkSpec | undefined, families: 
 const familiesOf = (config: Config, m: HostMatch): Family[] =>
   [...new Set([...m.addresses.map((a) => a.family), ...(config.ipv6ProbeRewrite ? [6 as const] : [])])];
 
-const POD_ANNOTATIONS = "io.kubernetes.cri.pod-annotations";
-
-/**
- * The mark this pod gets: every pod's in transparent-tunnel mode; in annotated mode the entry its
- * annotation names, or none (the pod passes through untouched). An unknown name is an error.
- */
-export function selectedMark(config: Config): MarkSpec | undefined {
-  if (config.mode === "transparent-tunnel") return config.marks[0];
-  const annotations = config.runtimeConfig?.[POD_ANNOTATIONS];
-  // Go runtimes send a pod without annotations as null; anything but an object of strings is no runtime's.
-  if (annotations === undefined || annotations === null) return undefined;
-  const field = `runtimeConfig["${POD_ANNOTATIONS}"]`;
-  if (typeof annotations !== "object" || Array.isArray(annotations)) {
-    throw new CniError(ErrorCode.invalidConfig, `invalid netconf: ${field}: must be an object of pod annotations (name to string), got ${kindOf(annotations)}`);
-  }
-  // Own properties only: an annotation key such as "constructor" must not find Object's.
-  const name = Object.hasOwn(annotations, config.annotation) ? (annotations as Record<string, unknown>)[config.annotation] : undefined;
-  if (name === undefined) return undefined;
-  if (typeof name !== "string") {
-    throw new CniError(ErrorCode.invalidConfig, `invalid netconf: ${field}["${config.annotation}"]: the pod annotation must be a string naming an entry of marks, got ${kindOf(name)}`);
-  }
-  const mark = config.marks.find((m) => m.name === name);
-  if (mark) return mark;
-  throw new CniError(ErrorCode.invalidConfig,
-    `invalid netconf: marks: the pod's annotation ${config.annotation}=${JSON.stringify(name.slice(0, 64))} names no entry of marks; known: ${config.marks.map((m) => m.name).join(", ")}`);
-}
-
-/** A JSON value's kind, for messages: "null", "an array", "a number"... */
-const kindOf = (v: unknown) => (v === null ? "null" : Array.isArray(v) ? "an array" : typeof v === "object" ? "an object" : `a ${typeof v}`);
-
 /** What an ADD decides before it takes the lock (from its inputs and the kernel, not the state): where the pod's packets arrive, and its mark. */
 export interface AddDecision {
   attachment: Attachment;
   hostMatch: HostMatch;
-  /** None: annotated mode passes the pod through. */
+  /** None: the pod passes through unmarked (`selection` says why). */
   mark?: MarkSpec;
+  selection: Selection;
 }
+
+export const selectionOf = (config: Config, req: Pick<PodRequest, "args">): Selection => selectPod(config, req.args.get("K8S_POD_NAMESPACE"));
 
 export function decideAdd(config: Config, req: PodRequest, probe: NodeProbe): AddDecision {
   const attachment = attachmentOf(config, req);
   const hostMatch = hostMatchOf(config, req, probe);
-  const mark = selectedMark(config);
-  return { attachment, hostMatch, ...(mark ? { mark } : {}) };
+  const selection = selectionOf(config, req);
+  return { attachment, hostMatch, ...(selection.mark ? { mark: selection.mark } : {}), selection };
 }
 
 /** A marked pod's plan, and the node facts it used (`cached`: those earlier ADDs detected, kept in the index). */
 export function planAdd(config: Config, d: AddDecision & { mark: MarkSpec }, probe: NodeProbe, cached?: Partial<NodeFacts>):
   { plan: AttachmentPlan; facts: NodeFacts; detected: Partial<Record<Family, Uplink>> } {
   const { facts, detected } = nodeFacts(config, d.mark, familiesOf(config, d.hostMatch), probe, cached);
-  return { plan: planAttachment(config, d.attachment, d.hostMatch, facts, d.mark), facts, detected };
+  const plan = { ...planAttachment(config, d.attachment, d.hostMatch, facts, d.mark), selection: recordedSelection(d.selection) };
+  return { plan, facts, detected };
 }
+
+/** A pod passed through: nothing to install, but a record saying why (status, explain; DEL removes it). */
+const passedThrough = (d: AddDecision): AttachmentPlan =>
+  ({ id: attachmentId(d.attachment), attachment: d.attachment, hostMatch: d.hostMatch, objects: [], selection: recordedSelection(d.selection) });
 
 export async function add(config: Config, req: CniRequest, { probe, kernel }: Effects = linuxEffects()): Promise<Outcome> {
   const result = () => resultInVersion(config.prevResultAsSent!, config.cniVersion);
   const decision = decideAdd(config, req, probe);
-  const { mark, hostMatch } = decision;
-  if (!mark) return { result: result(), warning: `not marked: the pod has no ${config.annotation} annotation` };
+  const { mark, hostMatch, selection } = decision;
   const summary = await withState(config.stateDir, (session) => {
+    if (!mark) {
+      session.attach(passedThrough(decision), config.driftCheckSeconds * 1000);
+      return session.summary;
+    }
     const cached = session.view.cachedFacts();
     const { plan, facts, detected } = planAdd(config, { ...decision, mark }, probe, cached);
     session.attach(plan, config.driftCheckSeconds * 1000, {
@@ -154,12 +138,13 @@ export async function add(config: Config, req: CniRequest, { probe, kernel }: Ef
     return session.summary;
   }, { kernel });
   const warnings = [
+    ...(mark ? [] : [`not marked: ${selection.reason}`]),
     ...(summary.repaired ? [`repaired what someone changed in the kernel: ${summary.repaired.flatMap((r) => r.problems).join("; ")}`] : []),
     ...(summary.recoveryError ? [`healing the kernel from the records failed (the next operation tries again): ${summary.recoveryError}`] : []),
     ...(summary.driftCheckError ? [`could not read the shared objects back (the next due check tries again): ${summary.driftCheckError}`] : []),
-    ...(hostMatch.topology === "bridged" && config.mode === "transparent-tunnel" ? [BRIDGED_WARNING] : []),
+    ...(hostMatch.topology === "bridged" && config.mode === "transparent-tunnel" && mark ? [BRIDGED_WARNING] : []),
   ];
-  return { result: result(), summary, ...(warnings.length ? { warning: warnings.join(". ") } : {}) };
+  return { result: result(), summary, selection: recordedSelection(selection), ...(warnings.length ? { warning: warnings.join(". ") } : {}) };
 }
 
 /**
@@ -183,7 +168,7 @@ export async function check(config: Config, req: CniRequest): Promise<Outcome> {
     // Shared objects as they are meant to be now (the newest holder's plan), the pod's own as recorded.
     const found = session.check(id);
     if (found) return found;
-    if (!selectedMark(config)) return []; // a pod annotated mode passes through has nothing to check
+    if (!selectionOf(config, req).mark) return []; // a pod passed through (by a version that kept no record of it) has nothing to check
     throw new CniError(ErrorCode.unknownContainer, `no markroute attachment ${id}: it was never added, or was deleted`);
   });
   if (problems.length) throw new CniError(ErrorCode.checkFailed, `attachment ${id} is not fully installed: ${problems.join("; ")}`);
@@ -259,7 +244,7 @@ export function version(cniVersion: unknown): Outcome {
 export function dryRun(config: Config, req: PodRequest, probe: NodeProbe = linuxProbe()): (AttachmentPlan & { keys: string[] }) | { objects: []; reason: string } {
   const decision = decideAdd(config, req, probe);
   const { mark } = decision;
-  if (!mark) return { objects: [], reason: `not marked: the netconf's runtimeConfig carries no ${config.annotation} pod annotation` };
+  if (!mark) return { objects: [], reason: `not marked: ${decision.selection.reason}` };
   const { plan } = planAdd(config, { ...decision, mark }, probe);
   return { ...plan, keys: plan.objects.map(objectKey) };
 }

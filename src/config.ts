@@ -103,6 +103,11 @@ const tableNumber = z.number().check(z.int(), z.minimum(1), z.maximum(0xffffffff
   z.refine((t) => t < 253 || t > 255, "253 (default), 254 (main) and 255 (local) are the kernel's own tables"));
 const rulePriority = z.number().check(z.int(), z.minimum(2), z.maximum(32765));
 
+// Kubernetes namespace names are RFC 1123 DNS labels.
+export const NAMESPACE_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const namespaceList = z.array(z.string().check(z.regex(NAMESPACE_NAME,
+  "must be a Kubernetes namespace name: 1-63 of a-z 0-9 -, starting and ending with a letter or digit")));
+
 /** One entry of `marks` (annotated mode); the fwmark plugin's {mark, mask} entries are valid ones. */
 const markEntry = z.strictObject({
   mark: u32("mark"),
@@ -112,6 +117,8 @@ const markEntry = z.strictObject({
   uplink: z.optional(uplinkName),
   gateway: z.optional(gatewayAddress(4)),
   gateway6: z.optional(gatewayAddress(6)),
+  // Every pod of these namespaces gets this entry's mark, unless its annotation names another.
+  namespaces: z.optional(namespaceList),
 });
 const MARK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 // Kubernetes annotation keys: an optional DNS prefix and a name.
@@ -132,6 +139,7 @@ const netconfSchema = z.strictObject({
   gateway6: z.optional(gatewayAddress(6)),
   serviceCIDRs: z._default(z.optional(cidrList), []),
   excludeCIDRs: z._default(z.optional(cidrList), []),
+  excludeNamespaces: z._default(z.optional(namespaceList), []),
   backend: z._default(z.optional(z.enum(["auto", "iptables", "nftables"])), "auto"),
   // 0 is every interface's default group; iproute2 (6.1) takes groups up to 2^31-1 only.
   linkGroup: z.optional(z.number().check(z.int(), z.minimum(1), z.maximum(0x7fffffff))),
@@ -161,6 +169,8 @@ export interface MarkSpec {
   mask: number;
   /** Its own `ip rule` and policy table; absent: only marked (routing left to the admin). */
   routing?: { table: number; priority: number; uplink?: string; gateway?: string; gateway6?: string };
+  /** Annotated mode: the Kubernetes namespaces whose pods get this mark without an annotation. */
+  namespaces?: string[];
 }
 
 export interface Config {
@@ -173,6 +183,8 @@ export interface Config {
   marks: MarkSpec[];
   /** Also `lookup main suppress_prefixlength N` one priority ahead of each mark's rule. */
   suppressMainPrefixLength?: number;
+  /** transparent-tunnel: the Kubernetes namespaces whose pods are passed through unmarked. */
+  excludeNamespaces: string[];
   /** Service and excluded CIDRs together: none of them is ever marked. */
   exemptCIDRs: { cidr: Cidr; why: "service" | "exclude" }[];
   backend: "auto" | "iptables" | "nftables";
@@ -220,6 +232,16 @@ function checkedMark(prefix: string, rawMark: number | string, rawMask: number |
   return { mark, mask };
 }
 
+/** A namespace named twice (by two entries of `marks`, or twice in one list) is refused, naming both places. */
+function checkNamespacesOnce(listed: { ns: string; field: string }[], why: string): void {
+  const first = new Map<string, string>();
+  for (const { ns, field } of listed) {
+    const earlier = first.get(ns);
+    if (earlier) invalid(field, `namespace ${ns} is also listed by ${earlier}: ${why}`);
+    first.set(ns, field);
+  }
+}
+
 /** Validates a parsed netconf; every problem is CNI error 7 naming the field, raised before anything changes. */
 export function parseConfig(raw: unknown): Config {
   const version = (raw as { cniVersion?: unknown } | null)?.cniVersion;
@@ -262,8 +284,11 @@ export function parseConfig(raw: unknown): Config {
         ...(e.table === undefined ? {} : {
           routing: routingOf(e.table, e.rulePriority ?? c.rulePriority, e),
         }),
+        ...(e.namespaces?.length ? { namespaces: e.namespaces } : {}),
       };
     });
+    checkNamespacesOnce(entries.flatMap(([name, e]) => (e.namespaces ?? []).map((ns, i) => ({ ns, field: `marks.${name}.namespaces.${i}` }))),
+      "a namespace's pods can get one entry's mark");
     for (const a of marks) {
       for (const b of marks) {
         if (a !== b && a.mark === b.mark && a.mask === b.mask && a.routing?.table !== b.routing?.table) {
@@ -271,6 +296,11 @@ export function parseConfig(raw: unknown): Config {
         }
       }
     }
+  }
+  if (mode === "transparent-tunnel") {
+    checkNamespacesOnce(c.excludeNamespaces.map((ns, i) => ({ ns, field: `excludeNamespaces.${i}` })), "list each namespace once");
+  } else if (c.excludeNamespaces.length) {
+    invalid("excludeNamespaces", "belongs to mode \"transparent-tunnel\"; in annotated mode only the pods an annotation or an entry's `namespaces` selects are marked");
   }
   if (c.linkGroup !== undefined && mode === "annotated") invalid("linkGroup", "matches every grouped pod with one mark: transparent-tunnel mode only");
   if (c.ipv6ProbeRewrite && c.backend === "iptables") invalid("ipv6ProbeRewrite", "needs the nftables backend (a stateless rewrite before conntrack); set \"backend\": \"nftables\" or \"auto\"");
@@ -281,6 +311,7 @@ export function parseConfig(raw: unknown): Config {
     annotation: c.annotation,
     marks,
     suppressMainPrefixLength: c.suppressMainPrefixLength,
+    excludeNamespaces: c.excludeNamespaces,
     exemptCIDRs: [
       ...c.serviceCIDRs.map((s) => ({ cidr: parseCidr(s), why: "service" as const })),
       ...c.excludeCIDRs.map((s) => ({ cidr: parseCidr(s), why: "exclude" as const })),

@@ -1,4 +1,5 @@
-// Reference-counted changes under the lock: records first, then the kernel, then the index.
+// Reference-counted changes under the lock: records first, then the kernel, then the index. A little
+// over ~250 lines: the Session's verbs share the one order that makes a crash harmless, kept in one place.
 import { applyChange, driftOf, valuesBefore, type Removal } from "./backend/apply.js";
 import { objectKey, type AttachmentPlan, type KernelObject, type NodeFacts } from "./plan.js";
 import { acquireLock } from "./state/lock.js";
@@ -40,6 +41,8 @@ export interface Kernel {
 }
 
 export const linuxKernel: Kernel = { valuesBefore, apply: applyChange, drift: driftOf };
+
+const stamped = (plan: AttachmentPlan) => ({ ...plan, version: STATE_VERSION, createdAt: new Date().toISOString() });
 
 /**
  * One operation under the lock: the verbs (attach, detach, check, reconcile) over the store, the
@@ -99,6 +102,8 @@ export class Session {
    * given, replace the node facts the index caches.
    */
   attach(plan: AttachmentPlan, checkEveryMs: number, facts?: Partial<NodeFacts>): void {
+    // A pod passed through, holding nothing from an earlier ADD either: its record alone (no index, no drift check).
+    if (plan.objects.length === 0 && !this.store.readRecord(plan.id)?.objects.length) return this.store.writeRecord(stamped(plan));
     if (facts) this.index.facts = facts;
     const now = Date.now();
     const last = this.index.checkedAt ?? 0;
@@ -149,7 +154,7 @@ export class Session {
     const change = refcount.attach(this.index, plan, old, this.unhealed, () => this.store.listRecords());
     this.markDirty(change.install);
     // The record is written before the kernel changes, so whatever gets installed is traceable.
-    this.store.writeRecord({ ...plan, version: STATE_VERSION, createdAt: new Date().toISOString() });
+    this.store.writeRecord(stamped(plan));
     try {
       this.applyAndClean(change);
     } catch (err) {
@@ -174,9 +179,12 @@ export class Session {
   detach(id: string): boolean {
     const record = this.store.readRecord(id);
     if (!record) return false;
-    const change = refcount.detach(this.index, record, () => this.store.listRecords());
-    this.markDirty(change.install);
-    this.applyAndClean(change, () => this.store.deleteRecord(id));
+    if (record.objects.length === 0) this.store.deleteRecord(id); // a pod passed through: nothing counted or installed
+    else {
+      const change = refcount.detach(this.index, record, () => this.store.listRecords());
+      this.markDirty(change.install);
+      this.applyAndClean(change, () => this.store.deleteRecord(id));
+    }
     return true;
   }
 
@@ -231,9 +239,10 @@ export async function withState<T>(stateDir: string, fn: (session: Session) => T
     const identity = kernelIdentity();
     const found = store.readIndex();
     const healthy = found && !found.dirty && found.kernel === identity;
-    // Objects of another boot or namespace are not ours to remove here: start from the records alone.
+    // Objects of another boot or namespace are not ours to remove here: start from the records alone
+    // (those of pods passed through hold nothing that needs an index).
     const index = found && found.kernel === identity ? found : emptyIndex(identity);
-    const recover = !readOnly && !healthy && (found !== undefined || store.listRecords().length > 0);
+    const recover = !readOnly && !healthy && (found !== undefined || store.listRecords().some((r) => r.objects.length > 0));
     const session = new Session(store, kernel, index, lock.waitedMs, recover);
     if (recover) session.recover();
     return fn(session);

@@ -6,6 +6,8 @@ import { runTool } from "./kernel/exec.js";
 import { familyOf, inCidr } from "./net/cidr.js";
 import { hex } from "./net/hex.js";
 import type { KernelObject, MarkChain, NftTable } from "./plan.js";
+import { describeSelection } from "./selection.js";
+import type { AttachmentRecord } from "./state/store.js";
 import type { StateView } from "./state/view.js";
 
 export interface Packet {
@@ -26,8 +28,12 @@ export function packetOf(view: StateView, idOrContainer: string, to: string): Pa
   return { from: from.address, iif: record.hostMatch.iface, to };
 }
 
+/** The recorded attachment the packet comes from: its address, arriving on its host interface. */
+const sourceOf = (view: StateView, p: Packet): AttachmentRecord | undefined =>
+  view.records().find((r) => r.hostMatch.iface === p.iif && r.hostMatch.addresses.some((a) => a.address === p.from));
+
 /** The verdict of our marking objects on the packet, as installed now. */
-function verdict(view: StateView, p: Packet): { lines: string[]; mark?: { mark: number; mask: number } } {
+function verdict(view: StateView, p: Packet, source: AttachmentRecord | undefined): { lines: string[]; mark?: { mark: number; mask: number } } {
   const family = familyOf(p.to);
   const installed = view.installed();
   const perPod = view.records().flatMap((r) => r.objects);
@@ -54,7 +60,8 @@ function verdict(view: StateView, p: Packet): { lines: string[]; mark?: { mark: 
         };
       }
     }
-    return { lines: [`${where}: ${p.from} arriving on ${p.iif} is in none of its sets: not marked (is the pod attached? \`markroute status\`)`] };
+    const why = source ? "" : " (is the pod attached? `markroute status`)";
+    return { lines: [`${where}: ${p.from} arriving on ${p.iif} is in none of its sets: not marked${why}`] };
   }
   return { lines: [] };
 }
@@ -64,7 +71,12 @@ export function explain(view: StateView, p: Packet): string[] {
   const family = familyOf(p.to);
   if (!family || familyOf(p.from) !== family) throw new Error(`--from ${p.from} and --to ${p.to} must be addresses of one family`);
   const lines = [`packet ${p.from} -> ${p.to} arriving on ${p.iif}:`];
-  const { lines: said, mark } = verdict(view, p);
+  const source = sourceOf(view, p);
+  if (source?.selection) {
+    const a = source.attachment;
+    lines.push(`  from ${a.podNamespace ? `pod ${a.podNamespace}/${a.podName}` : `attachment ${source.id}`}: ${describeSelection(source.selection)}`);
+  }
+  const { lines: said, mark } = verdict(view, p, source);
   lines.push(...said.map((l) => `  ${l}`));
   const fwmark = mark?.mark ?? 0;
   // The local table answers only for the node's own addresses, and a suppress rule only for specific

@@ -47,7 +47,7 @@ async function cniMain(env: NodeJS.ProcessEnv): Promise<number> {
     const outcome = await answer(env, raw, ctx);
     // The answer first: logging can neither delay nor change it.
     write(outcome.result);
-    const fields = { ...context(ctx), durationMs: elapsed(started), outcome: "ok", ...outcome.summary };
+    const fields = { ...context(ctx), durationMs: elapsed(started), outcome: "ok", ...outcome.summary, ...(outcome.selection ? { selection: outcome.selection } : {}) };
     const logger = openLog(ctx.log.file, ctx.log.level);
     if (outcome.warning) logger.warn(fields, `${env.CNI_COMMAND} ok: ${outcome.warning}`);
     else logger.info(fields, `${env.CNI_COMMAND} ok`);

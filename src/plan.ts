@@ -3,6 +3,7 @@ import type { Config, MarkSpec } from "./config.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { outermostCidrs, type Family } from "./net/cidr.js";
 import { fnv1a } from "./net/hash.js";
+import type { PodSelection } from "./selection.js";
 
 export type IptablesVariant = "nft" | "legacy";
 
@@ -113,6 +114,8 @@ export interface AttachmentPlan {
   attachment: Attachment;
   hostMatch: HostMatch;
   objects: KernelObject[];
+  /** What selected the pod (src/selection.ts), recorded with it; ADD adds it to what planAttachment returns. */
+  selection?: PodSelection;
 }
 
 const networkHash = (network: string) => fnv1a(network);

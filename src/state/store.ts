@@ -5,7 +5,8 @@ import { join } from "node:path";
 import { CniError, ErrorCode } from "../cni/errors.js";
 import { replaceFile } from "../fs/atomic.js";
 import { secureDirectory } from "./safe-path.js";
-import type { AttachmentPlan, KernelObject, NodeFacts } from "../plan.js";
+import { setName, type AttachmentPlan, type KernelObject, type NodeFacts } from "../plan.js";
+import { SELECTED_BY, type PodSelection } from "../selection.js";
 
 /** Records are version 1; the index, a cache rebuilt from them, is version 2 (counts instead of holder lists). */
 export const STATE_VERSION = 1;
@@ -14,6 +15,8 @@ export const INDEX_VERSION = 2;
 export interface AttachmentRecord extends AttachmentPlan {
   version: number;
   createdAt: string;
+  /** Always there once read from the state directory: records older than the field get it inferred (`selectionOfOld`). */
+  selection?: PodSelection;
 }
 
 export interface IndexEntry {
@@ -120,7 +123,8 @@ export class StateStore implements StateStorage {
     const problem = recordProblem(rec, id);
     if (problem) throw new CniError(ErrorCode.stateStore, `record ${path} is malformed: ${problem}`);
     const r = rec as AttachmentRecord;
-    return { ...r, objects: r.objects.map(upgradeObject) };
+    const objects = r.objects.map(upgradeObject);
+    return { ...r, objects, selection: r.selection ?? selectionOfOld(r.attachment.network, objects) };
   }
 
   writeRecord(rec: AttachmentRecord): void {
@@ -181,6 +185,10 @@ export function recordProblem(rec: unknown, id: string): string | undefined {
   if (!Array.isArray(rec.objects)) return `objects: expected an array, found ${kind(rec.objects)}`;
   const bad = rec.objects.findIndex((o) => !isObject(o) || !OBJECT_KINDS.includes(o.kind as string));
   if (bad >= 0) return `objects.${bad}: expected a kernel object (kind one of ${OBJECT_KINDS.join(", ")})`;
+  const sel = rec.selection;
+  if (sel !== undefined && !(isObject(sel) && SELECTED_BY.includes(sel.by as PodSelection["by"]) && typeof sel.reason === "string" && ["string", "undefined"].includes(typeof sel.mark))) {
+    return `selection: expected {by: ${SELECTED_BY.join("|")}, reason, mark?}`;
+  }
   return undefined;
 }
 
@@ -196,6 +204,21 @@ function upgradeObject(o: KernelObject): KernelObject {
   }
   if (o.kind === "nftElement" && old.set === undefined) return { ...o, set: "" };
   return o;
+}
+
+/**
+ * What selected a pod recorded before records said so. Then only marked pods had records, and a
+ * mark had one selector: transparent-tunnel's (its set without a tag) every pod of the network,
+ * annotated mode's entries (a set each) the pod's annotation.
+ */
+function selectionOfOld(network: string, objects: KernelObject[]): PodSelection {
+  const marking = objects.flatMap((o) => (o.kind === "markChain" || o.kind === "nftTable" ? o.marks : []));
+  const element = objects.find((o) => o.kind === "element" || o.kind === "nftElement");
+  const untagged = (set: string) => set === "" || set === setName(network, 4) || set === setName(network, 6);
+  const said = "recorded before markroute kept what selected a pod";
+  if (!element || untagged(element.set)) return { by: "network", mark: "default", reason: `transparent-tunnel marks every pod of network ${network} (${said})` };
+  const mark = marking.find((m) => m.set === element.set)?.name;
+  return { by: "annotation", ...(mark ? { mark } : {}), reason: `its annotation named ${mark ? `marks.${mark}` : "an entry of marks"} (${said})` };
 }
 
 /**

@@ -33,7 +33,8 @@ export class StateView {
 
   /** The index is dirty or missing (an operation died midway, or the node rebooted). */
   needsRecovery(records: AttachmentRecord[] = this.records()): boolean {
-    return this.index.dirty || (records.length > 0 && Object.keys(this.index.refs).length === 0);
+    // (records of pods passed through hold nothing to count)
+    return this.index.dirty || (records.some((r) => r.objects.length > 0) && Object.keys(this.index.refs).length === 0);
   }
 
   /** When an ADD last read the shared objects back (ms since the epoch), if one has. */

@@ -408,6 +408,15 @@ const rows: Row[] = [
     netconf: { marks: { vpn: { mark: 16 } }, runtimeConfig: { 'io.kubernetes.cri.pod-annotations': ['cni.fwmark.net/name=vpn'] } },
     code: 7, msg: ['runtimeConfig["io.kubernetes.cri.pod-annotations"]: must be an object of pod annotations', 'got an array'],
   },
+  // ---- namespaces (issue 16): names the runtime compares with K8S_POD_NAMESPACE, never passed to a tool
+  { name: 'marks.vpn.namespaces with shell metacharacters', netconf: { marks: { vpn: { mark: 16, namespaces: ['team', '$(id)'] } } }, code: 7, msg: ['marks.vpn.namespaces.1: must be a Kubernetes namespace name'] },
+  { name: 'excludeNamespaces with a path', netconf: { excludeNamespaces: ['../kube-system'] }, code: 7, msg: ['excludeNamespaces.0: must be a Kubernetes namespace name'] },
+  {
+    name: 'a namespace listed by two entries of marks',
+    netconf: { marks: { a: { mark: 16, namespaces: ['team'] }, b: { mark: 32, namespaces: ['team'] } } },
+    code: 7, msg: ['marks.b.namespaces.0: namespace team is also listed by marks.a.namespaces.0'],
+  },
+  { name: 'excludeNamespaces in annotated mode', netconf: { marks: { vpn: { mark: 16 } }, excludeNamespaces: ['kube-system'] }, code: 7, msg: ['excludeNamespaces: belongs to mode "transparent-tunnel"'] },
   {
     name: 'marks key "__proto__"',
     stdin: (v) => JSON.stringify({ ...v, marks: { vpn: { mark: 16 } } }).replace('"marks":{', '"marks":{"__proto__":{"mark":32,"table":123},'),

@@ -8,7 +8,8 @@
 // Cases: RunPodSandbox with and without the annotation in transparent-tunnel and annotated mode,
 // StopPodSandbox/RemovePodSandbox (two DELs, the second without netns or prevResult); 20 sandboxes
 // at once; an unknown mark name; traffic from an annotated pod leaves through vpn0, an
-// unannotated pod's through the fabric (main route). A markroute entry with a typo ("mark": "0xZZ"):
+// unannotated pod's through the fabric (main route); with conflists/50-ptp-team-vpn.conflist, a pod of
+// the namespace team-vpn leaves through vpn0 without any annotation. A markroute entry with a typo ("mark": "0xZZ"):
 // three failed RunPodSandbox in a row, each cleaned up by containerd's DEL through the whole chain
 // (no address left in host-local, nothing of markroute's); the typo written into the conflist while
 // a pod runs: its teardown still removes the record, the kernel objects and the address.
@@ -107,9 +108,9 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
 
   // ---- helpers ---------------------------------------------------------------------
 
-  /** The shipped conflist, with IPAM's dataDir and markroute's stateDir/logFile in the suite's temp dir (named by `tag`). */
-  function conflist(m: Mode, tag: string = m): Record<string, any> {
-    const list = JSON.parse(readFileSync(join(REPO_ROOT, 'conflists', CONFLIST[m]), 'utf8'));
+  /** A shipped conflist, with IPAM's dataDir and markroute's stateDir/logFile in the suite's temp dir (named by `tag`). */
+  function conflist(file: string, tag: string): Record<string, any> {
+    const list = JSON.parse(readFileSync(join(REPO_ROOT, 'conflists', file), 'utf8'));
     list.plugins[0].ipam.dataDir = join(ctd.dir, `ipam-${tag}`);
     const mr = markrouteEntry(list);
     mr.stateDir = join(ctd.dir, `markroute-state-${tag}`);
@@ -128,8 +129,8 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
     return { id, name: st.status.metadata.name, ip: st.status.network!.ip, netns, hostIf: hostIf! };
   }
 
-  async function runPod(name: string, annotations: Record<string, string> = {}): Promise<PodView> {
-    return view(await ctd.runPod(name, annotations));
+  async function runPod(name: string, annotations: Record<string, string> = {}, namespace?: string): Promise<PodView> {
+    return view(await ctd.runPod(name, annotations, namespace));
   }
 
   async function stopAndRemove(p: { id: string }): Promise<void> {
@@ -184,14 +185,19 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
     JSON.parse((await runAsync(['nsenter', `--net=${p.netns}`, process.execPath, NETPROBE, 'probe', 'udp', OUTSIDE_IP, String(ECHO_PORT), String(count), '1500'], { timeoutMs: 20_000 })).stdout) as
       { sent: number; received: number; replies: { from: string; seenAs: string }[] };
 
-  describe.each(['transparent-tunnel', 'annotated'] as const)('%s mode', (m) => {
+  /**
+   * For the describe it is called in: containerd started with the shipped conflist `file` (in the
+   * suite's temp dir by `tag`; `written` may change what is written), each test's sandboxes removed
+   * after it, containerd stopped after all.
+   */
+  function withContainerd(m: Mode, file: string, tag: string, written: (list: Record<string, any>) => Record<string, any> = (l) => l): void {
     beforeAll(async () => {
       mode = m;
-      const list = conflist(m);
+      const list = conflist(file, tag);
       networkName = list.name;
       ipamDir = list.plugins[0].ipam.dataDir;
       stateDir = markrouteEntry(list).stateDir;
-      ctd.setConflist(CONFLIST[m], list);
+      ctd.setConflist(file, written(list));
       const v = await ctd.start();
       expect(v.runtimeName).toBe('containerd');
       expect(v.runtimeApiVersion).toBe('v1');
@@ -206,6 +212,10 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
     afterAll(async () => {
       await ctd?.stop();
     }, 60_000);
+  }
+
+  describe.each(['transparent-tunnel', 'annotated'] as const)('%s mode', (m) => {
+    withContainerd(m, CONFLIST[m], m);
 
     test(`${VERSION} runs in the node namespace, the sandbox network is ptp then markroute`, async () => {
       ctd.clearCalls();
@@ -294,7 +304,8 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
       const marked = mode === 'transparent-tunnel' ? pods : pods.filter((p) => annotatedOf(p.name));
       expect(elementKeys(s)).toEqual(marked.map((p) => `${p.ip},${p.hostIf}`).sort());
       expectRouting(s, true);
-      expect(records()).toHaveLength(marked.length);
+      // a record for every pod: those passed through unmarked say why (and hold nothing)
+      expect(records()).toHaveLength(pods.length);
 
       await Promise.all(pods.map(stopAndRemove));
       const calls = ctd.calls('markroute');
@@ -361,6 +372,43 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
     }
   });
 
+  // conflists/50-ptp-team-vpn.conflist: the entry `team-vpn` lists the namespace team-vpn. containerd
+  // puts the sandbox's metadata namespace in CNI_ARGS (K8S_POD_NAMESPACE): no annotation is needed.
+  describe('annotated mode, pods selected by namespace (50-ptp-team-vpn.conflist)', () => {
+    // annotated: the same mark as 20-ptp-annotated.conflist's, table 123 via the gateway behind vpn0
+    withContainerd('annotated', '50-ptp-team-vpn.conflist', 'namespaces');
+
+    test("a pod of team-vpn, without any annotation, leaves through vpn0 to the gateway; a pod of default through the fabric (main route)", async () => {
+      ctd.clearCalls();
+      const team = await runPod('team-pod', {}, 'team-vpn');
+      const other = await runPod('other-pod', {}, 'default');
+      const [add] = callsOf(team.id);
+      expect(add!.env.CNI_ARGS).toMatch(/(^|;)K8S_POD_NAMESPACE=team-vpn(;|$)/);
+      expect(add!.stdin.runtimeConfig).toEqual({ 'io.kubernetes.cri.pod-annotations': null });
+      const s = lab.snapshot();
+      expect(elementKeys(s)).toEqual([`${team.ip},${team.hostIf}`]);
+      expect(podElements(s)[0]!.comment).toBe(`team-vpn/team-pod ${team.id.slice(0, 12)} eth0`);
+      expectRouting(s, true);
+      expect(records()).toHaveLength(2);
+
+      gw.counter.reset();
+      fabric.reset();
+      const r1 = await probe(team);
+      expect(r1.received).toBe(5);
+      expect(r1.replies[0]).toEqual({ from: VPN_GATEWAY_IP, seenAs: team.ip });
+      expect([gw.counter.packets(team.ip, OUTSIDE_IP), fabric.packets(team.ip, OUTSIDE_IP)]).toEqual([5, 0]);
+      const r2 = await probe(other);
+      expect(r2.received).toBe(5);
+      expect(r2.replies[0]).toEqual({ from: FABRIC_IP, seenAs: other.ip });
+      expect([gw.counter.packets(other.ip, OUTSIDE_IP), fabric.packets(other.ip, OUTSIDE_IP)]).toEqual([0, 5]);
+
+      await stopAndRemove(team);
+      await stopAndRemove(other);
+      for (const p of [team, other]) expect(callsOf(p.id).map((c) => [c.env.CNI_COMMAND, c.code])).toEqual([['ADD', 0], ['DEL', 0], ['DEL', 0]]);
+      await expectClean();
+    });
+  });
+
   // A typo in markroute's entry makes ADD fail, as it should. The runtime's cleanup must still run the
   // whole DEL chain: libcni stops at the first error, and markroute comes before ptp, whose DEL has
   // host-local release the pod's address. DEL needs only the netconf's name and stateDir.
@@ -377,26 +425,12 @@ describe.skipIf(!!missing)('containerd CRI → ptp → markroute', () => {
     };
     const lastReserved = () => readFileSync(join(ipamDir, networkName, 'last_reserved_ip.0'), 'utf8');
 
-    beforeAll(async () => {
-      mode = 'transparent-tunnel';
-      valid = conflist(mode, 'typo');
+    withContainerd('transparent-tunnel', FILE, 'typo', (list) => {
+      valid = list;
       typo = structuredClone(valid);
       markrouteEntry(typo).mark = '0xZZ';
-      networkName = valid.name;
-      ipamDir = valid.plugins[0].ipam.dataDir;
-      stateDir = markrouteEntry(valid).stateDir;
-      ctd.setConflist(FILE, typo);
-      await ctd.start();
-      ctd.importImage(image);
-    }, 120_000);
-
-    afterEach(async () => {
-      if (ctd.running) await ctd.removeAllPods();
-    }, 120_000);
-
-    afterAll(async () => {
-      await ctd?.stop();
-    }, 60_000);
+      return typo;
+    });
 
     test("three failed starts in a row: markroute's code 7 about mark reaches the CRI caller; containerd's DEL runs the whole chain, nothing is left", async () => {
       await ctd.replaceConflist(FILE, typo);

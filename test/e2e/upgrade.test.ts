@@ -155,6 +155,10 @@ describe('upgrade: records written by markroute 0.1.0 @4072c0e (iptables backend
     const report = JSON.parse(r.stdout);
     expect(report.attachments.map((a: { id: string }) => a.id)).toEqual([`${list.name}_${pod.containerId}_${pod.ifname}`]);
     expect(report.objects.filter((o: { drift: string[] }) => o.drift.length)).toEqual([]);
+    // the record is older than `selection`: what selected the pod is read from its objects (transparent-tunnel's set)
+    expect(report.attachments[0].selection).toEqual({
+      by: 'network', mark: 'default', reason: `transparent-tunnel marks every pod of network ${list.name} (recorded before markroute kept what selected a pod)`,
+    });
   });
 
   // Fails today: the newer pod's ADD replaced the shared chain with its plan (flagged `mixed`); its

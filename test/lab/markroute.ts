@@ -258,7 +258,7 @@ export interface StatusJson {
   indexNeedsRecovery: boolean;
   driftCheckedAt?: string;
   facts?: { backend?: Backend; iptablesVariant?: 'nft' | 'legacy'; uplinks?: Record<string, { dev: string; gateway?: string }> };
-  attachments: { id: string; pod?: string; iface: string; topology: string; addresses: string[]; createdAt: string }[];
+  attachments: { id: string; pod?: string; iface: string; topology: string; addresses: string[]; createdAt: string; selection?: { by: string; mark?: string; reason: string } }[];
   objects: { key: string; perPod: boolean; refs: number; drift: string[] }[];
 }
 

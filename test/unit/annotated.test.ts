@@ -1,7 +1,7 @@
 // Annotated mode (the fwmark plugin's use): pods choose a mark by annotation; entries with a table
 // get their own rule and route, entries without only mark.
 import { describe, expect, test } from 'vitest';
-import { selectedMark } from '../../src/commands.ts';
+import { selectPod } from '../../src/selection.ts';
 import { parseConfig } from '../../src/config.ts';
 import { objectKey, planAttachment, setName, type HostMatch, type NodeFacts } from '../../src/plan.ts';
 import { cniError } from './helpers.ts';
@@ -62,17 +62,17 @@ describe('annotated mode: config', () => {
 
 describe('annotated mode: which pods are marked', () => {
   test('a pod without the annotation passes through', () => {
-    expect(selectedMark(annotated(undefined))).toBeUndefined();
-    expect(selectedMark(annotated({ 'other/annotation': 'vpn' }))).toBeUndefined();
+    expect(selectPod(annotated(undefined), undefined).mark).toBeUndefined();
+    expect(selectPod(annotated({ 'other/annotation': 'vpn' }), undefined).mark).toBeUndefined();
   });
 
   test('a pod naming an entry gets it; another annotation key can be configured', () => {
-    expect(selectedMark(annotated({ 'cni.fwmark.net/name': 'vpn' }))?.name).toBe('vpn');
-    expect(selectedMark(annotated({ 'example.com/egress': 'vpn' }, { annotation: 'example.com/egress' }))?.name).toBe('vpn');
+    expect(selectPod(annotated({ 'cni.fwmark.net/name': 'vpn' }), undefined).mark?.name).toBe('vpn');
+    expect(selectPod(annotated({ 'example.com/egress': 'vpn' }, { annotation: 'example.com/egress' }), undefined).mark?.name).toBe('vpn');
   });
 
   test('an unknown name is error 7 naming it and the known ones', () => {
-    const err = cniError(() => selectedMark(annotated({ 'cni.fwmark.net/name': 'nope' }, { marks: { vpn: { mark: 16 }, tor: { mark: 32 } } })));
+    const err = cniError(() => selectPod(annotated({ 'cni.fwmark.net/name': 'nope' }, { marks: { vpn: { mark: 16 }, tor: { mark: 32 } } }), undefined).mark);
     expect([err.code, err.message]).toEqual([7, 'invalid netconf: marks: the pod\'s annotation cni.fwmark.net/name="nope" names no entry of marks; known: vpn, tor']);
   });
 });

@@ -36,6 +36,7 @@ describe('defaults', () => {
       annotation: 'cni.fwmark.net/name',
       marks: [{ name: 'default', tag: '', mark: 0x10, mask: 0x10, routing: { table: 100, priority: 32765 } }],
       suppressMainPrefixLength: undefined,
+      excludeNamespaces: [],
       exemptCIDRs: [],
       backend: 'auto',
       linkGroup: undefined,

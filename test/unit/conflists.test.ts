@@ -1,12 +1,13 @@
 // The annotated-mode conflists shipped in conflists/, read as libcni reads them: each plugin entry
 // gets the list's name and cniVersion (and runtimeConfig for the capabilities it declares), then
 // markroute's entry goes through parseConfig. 30-flannel-vpn.conflist cannot run here (flannel
-// needs its daemon), so this is where it is exercised; 20-ptp-annotated.conflist also runs under
-// containerd in test/e2e/containerd.test.ts.
+// needs its daemon), so this is where it is exercised; 20-ptp-annotated.conflist and
+// 50-ptp-team-vpn.conflist also run under containerd in test/e2e/containerd.test.ts (and the latter
+// in test/e2e/namespaces.test.ts).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { selectedMark } from '../../src/commands.ts';
+import { selectPod } from '../../src/selection.ts';
 import { parseConfig } from '../../src/config.ts';
 import { cniError } from './helpers.ts';
 
@@ -50,10 +51,10 @@ describe.each(['20-ptp-annotated.conflist', '30-flannel-vpn.conflist'])('%s', (f
   });
 
   test('a pod annotated vpn gets the entry, an unannotated pod none, an unknown name is error 7', () => {
-    expect(selectedMark(parseConfig(markrouteNetconf(file, { 'cni.fwmark.net/name': 'vpn' })))?.name).toBe('vpn');
-    expect(selectedMark(parseConfig(markrouteNetconf(file, { 'other/annotation': 'x' })))).toBeUndefined();
-    expect(selectedMark(parseConfig(markrouteNetconf(file)))).toBeUndefined();
-    const err = cniError(() => selectedMark(parseConfig(markrouteNetconf(file, { 'cni.fwmark.net/name': 'nosuch' }))));
+    expect(selectPod(parseConfig(markrouteNetconf(file, { 'cni.fwmark.net/name': 'vpn' })), undefined).mark?.name).toBe('vpn');
+    expect(selectPod(parseConfig(markrouteNetconf(file, { 'other/annotation': 'x' })), undefined).mark).toBeUndefined();
+    expect(selectPod(parseConfig(markrouteNetconf(file)), undefined).mark).toBeUndefined();
+    const err = cniError(() => selectPod(parseConfig(markrouteNetconf(file, { 'cni.fwmark.net/name': 'nosuch' })), undefined).mark);
     expect([err.code, err.message]).toEqual([7, 'invalid netconf: marks: the pod\'s annotation cni.fwmark.net/name="nosuch" names no entry of marks; known: vpn']);
   });
 });
@@ -91,5 +92,34 @@ describe('40-azure-vnet-transparent.conflist is AKS\'s azure-vnet chain in trans
     expect(c.exemptCIDRs.map((e) => [e.cidr.text, e.why])).toEqual([
       ['10.0.0.0/16', 'service'], ['168.63.129.16/32', 'exclude'], ['169.254.169.254/32', 'exclude'], ['169.254.20.10/32', 'exclude'],
     ]);
+  });
+});
+
+describe('50-ptp-team-vpn.conflist: a VPN for one team\'s namespace', () => {
+  const file = '50-ptp-team-vpn.conflist';
+
+  test('ptp, then markroute in annotated mode with the pod-annotations capability', () => {
+    const list = load(file);
+    expect(list).toMatchObject({ cniVersion: '1.0.0', name: 'pods-team-vpn' });
+    expect(list.plugins.map((p) => p.type)).toEqual(['ptp', 'markroute']);
+    expect(list.plugins[1]!.capabilities).toEqual({ [POD_ANNOTATIONS]: true });
+  });
+
+  test("markroute's entry parses: one entry, team-vpn, routed to the VPN gateway on vpn0, listing the namespace team-vpn", () => {
+    const c = parseConfig(markrouteNetconf(file));
+    expect(c.mode).toBe('annotated');
+    expect(c.marks).toEqual([{
+      name: 'team-vpn', tag: expect.stringMatching(/^[0-9a-f]{8}$/), mark: 0x10, mask: 0x10,
+      routing: { table: 123, priority: 32765, uplink: 'vpn0', gateway: '192.168.2.1' },
+      namespaces: ['team-vpn'],
+    }]);
+    expect(c.exemptCIDRs.map((e) => e.cidr.text)).toEqual(['10.96.0.0/12', '168.63.129.16/32', '169.254.169.254/32']);
+  });
+
+  test('a pod of team-vpn gets the entry without an annotation; a pod of another namespace none; an annotation still selects', () => {
+    const c = parseConfig(markrouteNetconf(file));
+    expect(selectPod(c, 'team-vpn')).toMatchObject({ by: 'namespace', mark: { name: 'team-vpn' } });
+    expect(selectPod(c, 'default')).toEqual({ by: 'none', reason: expect.stringContaining('its namespace default is listed by no entry of marks') });
+    expect(selectPod(parseConfig(markrouteNetconf(file, { 'cni.fwmark.net/name': 'team-vpn' })), 'default')).toMatchObject({ by: 'annotation', mark: { name: 'team-vpn' } });
   });
 });

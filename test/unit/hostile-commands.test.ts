@@ -5,7 +5,8 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { add, gc, selectedMark, status } from '../../src/commands.ts';
+import { add, gc, status } from '../../src/commands.ts';
+import { selectPod } from '../../src/selection.ts';
 import { parseEnvironment } from '../../src/cni/request.ts';
 import { parseConfig } from '../../src/config.ts';
 import type { Kernel } from '../../src/engine.ts';
@@ -143,16 +144,16 @@ describe('the pod annotation annotated mode reads', () => {
   test.each([
     [5, 'a number'], [true, 'a boolean'], [['vpn'], 'an array'], [{ toString: 1 }, 'an object'], [{}, 'an object'], [null, 'null'],
   ])('a value %j is code 7 naming the annotation, not a crash', (value, kind) => {
-    const err = cniError(() => selectedMark(annotated({ 'cni.fwmark.net/name': value })));
+    const err = cniError(() => selectPod(annotated({ 'cni.fwmark.net/name': value }), undefined).mark);
     expect([err.code, err.message]).toEqual([7, `${FIELD}, got ${kind}`]);
   });
 
   test('annotations that are not an object are code 7; none (null, as Go sends an empty map) passes the pod through', () => {
     for (const [annotations, kind] of [['vpn', 'a string'], [['vpn'], 'an array'], [7, 'a number']] as const) {
-      const err = cniError(() => selectedMark(annotated(annotations)));
+      const err = cniError(() => selectPod(annotated(annotations), undefined).mark);
       expect([err.code, err.message]).toEqual([7, `invalid netconf: runtimeConfig["io.kubernetes.cri.pod-annotations"]: must be an object of pod annotations (name to string), got ${kind}`]);
     }
-    expect(selectedMark(annotated(null))).toBeUndefined();
-    expect(selectedMark(annotated({ 'cni.fwmark.net/name': 'vpn', other: 5 }))?.name).toBe('vpn');
+    expect(selectPod(annotated(null), undefined).mark).toBeUndefined();
+    expect(selectPod(annotated({ 'cni.fwmark.net/name': 'vpn', other: 5 }), undefined).mark?.name).toBe('vpn');
   });
 });

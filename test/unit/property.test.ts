@@ -9,7 +9,8 @@
 // The tests at the end pin two bugs the generator found (fixed in 3763507).
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
-import { attachmentOf, decideAdd, planAdd, selectedMark } from '../../src/commands.ts';
+import { attachmentOf, decideAdd, planAdd, selectionOf } from '../../src/commands.ts';
+import { selectPod } from '../../src/selection.ts';
 import { CniError } from '../../src/cni/errors.ts';
 import { decodeNetconf, parseEnvironment } from '../../src/cni/request.ts';
 import { parseConfig } from '../../src/config.ts';
@@ -75,7 +76,7 @@ function pipeline(env: Record<string, string>, stdin: string, facts: NodeFacts, 
   if (r.command === 'DEL' || r.command === 'CHECK') expectSafeId(attachmentId(attachmentOf(c, r)));
   if (r.command === 'CHECK') {
     if (!c.prevResult) return {};
-    const mark = attempt('mark', () => selectedMark(c));
+    const mark = attempt('mark', () => selectionOf(c, r).mark);
     return 'error' in mark ? { refused: { stage: 'mark', error: mark.error } } : {};
   }
   if (r.command !== 'ADD') return {};
@@ -250,6 +251,6 @@ describe('generated inputs through the pure layer (fast-check)', () => {
       capabilities: { 'io.kubernetes.cri.pod-annotations': true },
       runtimeConfig: { 'io.kubernetes.cri.pod-annotations': { 'other/annotation': 'x' } },
     });
-    expect(selectedMark(config)).toBeUndefined();
+    expect(selectPod(config, undefined).mark).toBeUndefined();
   });
 });
