@@ -24,11 +24,12 @@ function filesUsing(dir: string, pattern: RegExp): string[] {
 
 describe('layers (docs/ARCHITECTURE.md)', () => {
   test('the check can fail: it finds what it looks for', () => {
-    expect(filesUsing('src', /from "\.\/state\/store\.js"/)).toContain('src/engine.ts');
+    expect(filesUsing('src', /^import (?!type )[^;]*from "\.\/state\/store\.js"/m)).toEqual(['src/engine.ts']);
   });
 
   test('only the engine and the state modules open the store: everyone else reads a StateView or acts through a Session', () => {
-    const users = filesUsing('src', /from "[./]*(state\/)?store\.js"/).filter((f) => !f.startsWith('src/state/'));
+    // a type (a record's shape) is no access: only value imports count
+    const users = filesUsing('src', /^import (?!type )[^;]*from "[./]*(state\/)?store\.js"/m).filter((f) => !f.startsWith('src/state/'));
     expect(users).toEqual(['src/engine.ts']);
   });
 
