@@ -3,7 +3,8 @@
 // iptables-nft's included), as long-running monitors in the agent's own network namespace, and the
 // conf dir. Each event only wakes the agent up; what changed is found by reading everything back.
 import { spawn, type ChildProcess } from "node:child_process";
-import { watch, type FSWatcher } from "node:fs";
+import { accessSync, constants, watch, type FSWatcher } from "node:fs";
+import { join } from "node:path";
 
 /** The monitors: argv, never a shell. `nft monitor` is absent where nft is not installed (iptables nodes). */
 export const KERNEL_MONITORS: string[][] = [
@@ -13,6 +14,25 @@ export const KERNEL_MONITORS: string[][] = [
 
 /** A monitor that dies is started again after this long. */
 const RESTART_MS = 1000;
+
+/** Where `tool` is on PATH, if it is. */
+function onPath(tool: string): string | undefined {
+  for (const dir of (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":")) {
+    try {
+      accessSync(join(dir, tool), constants.X_OK);
+      return join(dir, tool);
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The monitor dies with the agent, SIGKILL included (setpriv's parent-death signal, util-linux);
+ * without setpriv, an orphaned monitor ends at its next event, when its output has no reader.
+ */
+const withParentDeath = (argv: string[]): string[] => (onPath("setpriv") ? ["setpriv", "--pdeathsig", "KILL", "--", ...argv] : argv);
 
 export interface EventSource {
   stop(): void;
@@ -27,21 +47,21 @@ export function monitor(argv: string[], onEvent: () => void, onProblem: (message
   let child: ChildProcess | undefined;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
+  if (!onPath(argv[0]!)) {
+    onProblem(`${argv[0]} is not installed: no ${argv.join(" ")} events (the periodic read-back still runs)`);
+    return { stop() {} };
+  }
+  const run = withParentDeath(argv);
   const start = () => {
     let partial = "";
-    const c = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "ignore"] });
+    const c = spawn(run[0]!, run.slice(1), { stdio: ["ignore", "pipe", "ignore"] });
     child = c;
     c.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
       const lines = (partial + chunk).split("\n");
       partial = lines.pop()!;
       if (lines.some((l) => l && !l.startsWith("#"))) onEvent();
     });
-    c.on("error", (err: NodeJS.ErrnoException) => {
-      if (err.code === "ENOENT") {
-        stopped = true;
-        onProblem(`${argv[0]} is not installed: no ${argv.join(" ")} events (the periodic read-back still runs)`);
-      }
-    });
+    c.on("error", (err) => onProblem(`${argv.join(" ")}: ${err.message}`));
     c.on("close", () => {
       if (stopped) return;
       onProblem(`${argv.join(" ")} exited; restarting it`);

@@ -56,7 +56,7 @@ describe.each<Backend>(['nftables', 'iptables'])('markroute agent repairs the no
     server = await lab.addPod('server', list);
     await lab.serve(server, 'udp', 7000);
     before = lab.snapshot();
-    agent = await startAgent(lab, list, ['--resync', '30']);
+    agent = await startAgent(lab, list, { extra: ['--resync', '30'] });
   });
 
   afterAll(async () => {

@@ -22,19 +22,21 @@ export interface Agent {
   get(path: string): { code: number; body: string };
   /** A metric's value from /metrics (a sample line `name{labels} value`); 0 when absent. */
   metric(name: string, labels?: Record<string, string>): number;
+  /** The agent's own pid, from its first log line (under `wrap`, the child is the wrapper). */
+  pid(): number | undefined;
   /** Signals the agent; resolves with its exit code (or signal) and how long it took to exit. */
   stop(signal: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
 }
 
 /** Writes `list` as the conf dir's conflist and its markroute entry as the entry file, then starts the agent and waits for /healthz. */
-export async function startAgent(lab: Lab, list: Conflist, extra: string[] = []): Promise<Agent> {
+export async function startAgent(lab: Lab, list: Conflist, { extra = [], wrap = [] }: { extra?: string[]; wrap?: string[] } = {}): Promise<Agent> {
   const confDir = join(lab.dir, 'net.d');
   mkdirSync(confDir, { recursive: true });
   const conflistFile = join(confDir, '10-pods.conflist');
   writeFileSync(conflistFile, JSON.stringify(list, null, 2));
   const entryFile = join(lab.dir, 'entry.json');
   writeFileSync(entryFile, JSON.stringify(list.plugins.find((p) => p.type === 'markroute')));
-  const argv = inNs(lab.ns.node, [findPlugin('markroute', lab.cniPath)!, 'agent',
+  const argv = inNs(lab.ns.node, [...wrap, findPlugin('markroute', lab.cniPath)!, 'agent',
     '--state-dir', join(lab.dir, 'state'), '--conf-dir', confDir, '--entry-file', entryFile,
     '--listen', AGENT_LISTEN, '--log-file', join(lab.dir, 'markroute.log'), ...extra]);
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -48,6 +50,7 @@ export async function startAgent(lab: Lab, list: Conflist, extra: string[] = [])
   const agent: Agent = {
     child, confDir, conflistFile, entryFile, get,
     stderr: () => stderr,
+    pid: () => Number(/"pid":(\d+)[^\n]*"msg":"agent running/.exec(stderr)?.[1]) || undefined,
     metric(name, labels = {}) {
       const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
       const line = get('/metrics').body.split('\n').find((l) => {
@@ -63,6 +66,15 @@ export async function startAgent(lab: Lab, list: Conflist, extra: string[] = [])
         if (child.exitCode !== null || child.signalCode !== null) return resolve({ code: child.exitCode, signal: child.signalCode, ms: 0 });
         child.once('exit', (code, sig) => resolve({ code, signal: sig, ms: performance.now() - started }));
         child.kill(signal);
+        // A wrapper killed outright (strace) leaves its child running: kill that too.
+        const own = agent.pid();
+        if (signal === 'SIGKILL' && own && own !== child.pid) {
+          try {
+            process.kill(own, 'SIGKILL');
+          } catch {
+            // gone already
+          }
+        }
       });
     },
   };
@@ -70,7 +82,7 @@ export async function startAgent(lab: Lab, list: Conflist, extra: string[] = [])
     if (child.exitCode !== null) throw new Error(`agent exited ${child.exitCode}: ${stderr}`);
     await sleep(100);
   }
-  if (get('/healthz').code !== 200) throw new Error(`agent not healthy after 10 s: ${stderr}`);
+  if (get('/healthz').code !== 200) throw new Error(`agent not healthy after 10 s: ${stderr}; listening: ${lab.exec(lab.ns.node, ['ss', '-ltnp'], { check: false }).stdout}; curl: ${JSON.stringify(lab.exec(lab.ns.node, ['curl', '-sS', '--max-time', '2', `http://${AGENT_LISTEN}/healthz`], { check: false }))}`);
   return agent;
 }
 
