@@ -6,12 +6,11 @@
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import {
-  createLab, findPlugin, loadPtpConflist, markChains, saveKey, sleep, startAgent, timeUntil,
+  createLab, settled, findPlugin, loadPtpConflist, markChains, saveKey, sleep, startAgent, timeUntil,
   type Agent, type Backend, type Conflist, type Lab, type Pod, type Snapshot,
 } from '../lab/index.ts';
 import { markrouteTables } from '../lab/nft.ts';
 
-const settled = (s: Snapshot) => ({ ...s, nft: s.nft.map((o) => JSON.stringify(o)).sort() });
 
 describe.each<Backend>(['nftables', 'iptables'])('the agent killed, and under load (%s)', (backend) => {
   let lab: Lab;

@@ -7,7 +7,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
-  createLab, ipsetAdds, loadPtpConflist, markChains, saveKey, startAgent, timeUntil,
+  createLab, settled, ipsetAdds, loadPtpConflist, markChains, saveKey, startAgent, timeUntil,
   type Agent, type Backend, type Lab, type Pod, type Snapshot,
 } from '../lab/index.ts';
 import { markrouteTables } from '../lab/nft.ts';
@@ -15,8 +15,6 @@ import { markrouteTables } from '../lab/nft.ts';
 /** The bound the issue sets, from the tampering to the object back. */
 const REPAIR_MS = 2000;
 
-/** The node's state with nft's objects in a fixed order: a chain made again (iptables-nft's) is listed after the ones that stayed. */
-const settled = (s: Snapshot) => ({ ...s, nft: s.nft.map((o) => JSON.stringify(o)).sort() });
 
 describe.each<Backend>(['nftables', 'iptables'])('markroute agent repairs the node (%s)', (backend) => {
   let lab: Lab;

@@ -8,6 +8,7 @@ import type { Conflist } from './cni.ts';
 import { findPlugin } from './cni.ts';
 import { inNs, sleep } from './exec.ts';
 import type { Lab } from './lab.ts';
+import type { Snapshot } from './snapshot.ts';
 
 export const AGENT_LISTEN = '127.0.0.1:9743';
 
@@ -95,3 +96,6 @@ export async function timeUntil(done: () => boolean, limitMs = 4000): Promise<nu
   }
   return Infinity;
 }
+
+/** The node's state with nft's objects in a fixed order: a chain made again (iptables-nft's) is listed after the ones that stayed. */
+export const settled = (s: Snapshot) => ({ ...s, nft: s.nft.map((o) => JSON.stringify(o)).sort() });
