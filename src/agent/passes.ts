@@ -1,6 +1,7 @@
 // What one agent pass does: the kernel (every object the records need, read back and re-applied
 // under the lock, as `markroute reconcile` would) and the conflist entry (put back by the same code
 // as `markroute install`). Each pass is one operation: the lock is held for it alone.
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { withState, type Repair } from "../engine.js";
 import { installEntry, type EntryInstalled } from "../install/conf-dir.js";
@@ -28,6 +29,12 @@ export interface KernelPass {
 export const unobservable = (o: KernelObject): boolean =>
   o.kind === "ipset" || o.kind === "element" || (o.kind === "markChain" && o.variant === "legacy");
 
+/**
+ * A pod's link group on an interface that is gone (the pod went; the runtime's DEL has not come
+ * yet) cannot be put back, and trying would fail every pass: it is left to the DEL.
+ */
+const repairable = (o: KernelObject): boolean => o.kind !== "linkGroup" || existsSync(`/proc/sys/net/ipv4/conf/${o.dev}`);
+
 /** The kind of the object a repair names (the first part of its key), for the metrics. */
 export const repairKind = (r: Repair): string => r.key.slice(0, r.key.indexOf("/"));
 
@@ -40,7 +47,7 @@ export async function repairKernel(stateDir: string, only?: (o: KernelObject) =>
     return { repaired: [], recovered: false, attachments: 0, unobservable: 0 };
   }
   return withState(stateDir, (session) => {
-    const repaired = session.repair(only);
+    const repaired = session.repair((o) => repairable(o) && (only?.(o) ?? true));
     const { recovered, recoveryError } = session.summary;
     const records = session.view.records();
     return {

@@ -1,14 +1,14 @@
 // `markroute agent` in the node namespace, both backends: each kind of tampering (the ip rule
 // deleted, the policy table flushed, the marking table or chain deleted, one pod's element deleted,
-// rp_filter reset, the conflist rewritten without markroute's entry) is put back within 2 s with
+// rp_filter reset, a pod's link group, the conflist rewritten without markroute's entry) is put back within 2 s with
 // no CNI call, the node is then as it was and same-node pod traffic crosses the fabric again; the
 // metrics (scraped with curl) count the attachments, the repairs and the CNI operations; the
 // probes answer; SIGTERM stops it at once and leaves the kernel as it is.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
-  createLab, settled, ipsetAdds, loadPtpConflist, markChains, saveKey, startAgent, timeUntil,
-  type Agent, type Backend, type Lab, type Pod, type Snapshot,
+  createLab, settled, ipsetAdds, sleep, loadPtpConflist, markChains, saveKey, startAgent, timeUntil,
+  type Agent, type Backend, type Conflist, type Lab, type Pod, type Snapshot,
 } from '../lab/index.ts';
 import { markrouteTables } from '../lab/nft.ts';
 
@@ -160,5 +160,56 @@ describe.each<Backend>(['nftables', 'iptables'])('markroute agent repairs the no
     expect(stopped.ms).toBeLessThan(2000);
     expect(settled(lab.snapshot())).toEqual(settled(before));
     await crossesFabric();
+  });
+});
+
+describe('markroute agent repairs a pod\'s link group (linkGroup, nftables)', () => {
+  const GROUP = 8;
+  let lab: Lab;
+  let agent: Agent;
+  let first: Pod;
+  let server: Pod;
+  let before: Snapshot;
+  let list: Conflist;
+  const group = (dev: string) => (JSON.parse(lab.exec(lab.ns.node, ['ip', '-j', 'link', 'show', 'dev', dev]).stdout) as { group?: string }[])[0]?.group;
+
+  beforeAll(async () => {
+    lab = await createLab();
+    list = loadPtpConflist(lab, 'nftables');
+    Object.assign(list.plugins.find((p) => p.type === 'markroute')!, { linkGroup: GROUP });
+    first = await lab.addPod('first', list);
+    server = await lab.addPod('server', list);
+    await lab.serve(server, 'udp', 7000);
+    before = lab.snapshot();
+    agent = await startAgent(lab, list);
+  });
+
+  afterAll(async () => {
+    await agent?.stop('SIGKILL');
+    await lab?.destroy();
+  });
+
+  test('the pod\'s host veth put back in the default group: back in its group within 2 s, its traffic marked again', async () => {
+    expect(group(first.hostIf!)).toBe(String(GROUP));
+    const started = performance.now();
+    lab.exec(lab.ns.node, ['ip', 'link', 'set', 'dev', first.hostIf!, 'group', 'default']);
+    expect(await timeUntil(() => group(first.hostIf!) === String(GROUP))).toBeLessThan(Infinity);
+    expect(performance.now() - started, agent.stderr()).toBeLessThanOrEqual(REPAIR_MS);
+    expect(settled(lab.snapshot())).toEqual(settled(before));
+    expect(agent.metric('markroute_repairs_total', { kind: 'linkGroup' })).toBe(1);
+    lab.nsg.reset();
+    expect((await lab.probe(first, 'udp', server.ip4!, 7000, { count: 3, fresh: true })).received).toBe(3);
+    expect(lab.nsg.packets(first.ip4!, server.ip4!)).toBeGreaterThanOrEqual(3);
+  });
+
+  test('a pod whose veth is gone before its DEL: nothing to put back, no failed pass; its DEL then removes it', async () => {
+    const gone = await lab.addPod('gone', list);
+    expect(group(gone.hostIf!)).toBe(String(GROUP));
+    lab.exec(lab.ns.node, ['ip', 'link', 'del', 'dev', gone.hostIf!]);
+    await sleep(1000); // the link events' pass, and a second's worth of others
+    expect(agent.metric('markroute_repair_failures_total', { target: 'kernel' })).toBe(0);
+    expect((await lab.delPod(gone)).ok).toBe(true);
+    expect(await timeUntil(() => agent.metric('markroute_attachments') === 2)).toBeLessThan(Infinity);
+    expect(settled(lab.snapshot())).toEqual(settled(before));
   });
 });
