@@ -11,7 +11,7 @@ import { readEntry } from "../install/entry.js";
 import { openLog } from "../log.js";
 import { serve } from "./http.js";
 import { AgentMetrics, LogTail } from "./metrics.js";
-import { keepEntry, repairKernel, repairKind, unobservable } from "./passes.js";
+import { countAttachments, keepEntry, repairKernel, repairKind, unobservable } from "./passes.js";
 import { PassScheduler, type Trigger } from "./schedule.js";
 import { KERNEL_MONITORS, monitor, watchDir, type EventSource } from "./watch.js";
 
@@ -36,7 +36,7 @@ const STUCK_MS = 60_000;
 
 export async function runAgent(opts: AgentOptions): Promise<number> {
   const log = openLog("stderr", "info");
-  const metrics = new AgentMetrics();
+  const metrics = new AgentMetrics(() => countAttachments(opts.stateDir));
   const tail = new LogTail(opts.logFile);
   const readLog = () => tail.read().forEach((line) => metrics.countLogLine(line));
   let unobservableObjects = 0;
@@ -61,7 +61,6 @@ export async function runAgent(opts: AgentOptions): Promise<number> {
     metrics.passes.inc({ trigger });
     try {
       const pass = await repairKernel(opts.stateDir, trigger === "poll" ? unobservable : undefined);
-      metrics.attachments.set(pass.attachments);
       unobservableObjects = pass.unobservable;
       const recovered = pass.recovered && !pass.recoveryError;
       if (pass.repaired.length || recovered) {

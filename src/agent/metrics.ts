@@ -6,7 +6,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 
 export class AgentMetrics {
   readonly registry = new Registry();
-  readonly attachments = new Gauge({ name: "markroute_attachments", help: "Pod attachments recorded on this node", registers: [this.registry] });
+  readonly attachments: Gauge;
   readonly repairs = new Counter({
     name: "markroute_repairs_total", labelNames: ["kind"], registers: [this.registry],
     help: "Objects the agent found not as recorded and put back, by kind (rule, route, nftTable, nftElement, element, markChain, ipset, linkGroup, rpFilter, suppressRule, conflistEntry; recovery: a state an operation left midway)",
@@ -30,7 +30,14 @@ export class AgentMetrics {
     help: "CNI operations' durations as they logged them", buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
   });
 
-  constructor() {
+  /** @param countAttachments read at each scrape */
+  constructor(countAttachments: () => number) {
+    this.attachments = new Gauge({
+      name: "markroute_attachments", help: "Pod attachments recorded on this node", registers: [this.registry],
+      collect() {
+        this.set(countAttachments());
+      },
+    });
     this.lastRepair.set(0);
     collectDefaultMetrics({ register: this.registry, prefix: "markroute_agent_" });
   }

@@ -1,7 +1,7 @@
 // What one agent pass does: the kernel (every object the records need, read back and re-applied
 // under the lock, as `markroute reconcile` would) and the conflist entry (put back by the same code
 // as `markroute install`). Each pass is one operation: the lock is held for it alone.
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { withState, type Repair } from "../engine.js";
 import { installEntry, type EntryInstalled } from "../install/conf-dir.js";
@@ -16,7 +16,6 @@ export interface KernelPass {
   recovered: boolean;
   /** Why healing failed, when it did (the index stays dirty; the next pass or operation retries). */
   recoveryError?: string;
-  attachments: number;
   /** How many of the objects the records need the kernel does not report changes of (see `unobservable`). */
   unobservable: number;
 }
@@ -44,17 +43,29 @@ export const repairKind = (r: Repair): string => r.key.slice(0, r.key.indexOf("/
  */
 export async function repairKernel(stateDir: string, only?: (o: KernelObject) => boolean): Promise<KernelPass> {
   if (!secureDirectory(stateDir, false) || !secureDirectory(join(stateDir, "attachments"), false)) {
-    return { repaired: [], recovered: false, attachments: 0, unobservable: 0 };
+    return { repaired: [], recovered: false, unobservable: 0 };
   }
   return withState(stateDir, (session) => {
     const repaired = session.repair((o) => repairable(o) && (only?.(o) ?? true));
     const { recovered, recoveryError } = session.summary;
-    const records = session.view.records();
     return {
       repaired, recovered, ...(recoveryError ? { recoveryError } : {}),
-      attachments: records.length, unobservable: session.view.wanted(records).filter(unobservable).length,
+      unobservable: session.view.wanted().filter(unobservable).length,
     };
   });
+}
+
+/**
+ * How many attachments are recorded, read at each scrape without the lock: a DEL may change
+ * nothing in the kernel (a link-grouped pod's), so no pass would follow it. A record is written
+ * whole (write, then rename), so the count is of whole records.
+ */
+export function countAttachments(stateDir: string): number {
+  try {
+    return readdirSync(join(stateDir, "attachments")).filter((n) => n.endsWith(".json")).length;
+  } catch {
+    return 0; // nothing attached with this state directory yet
+  }
 }
 
 /** markroute's entry in the conflist the runtime uses, put back if someone rewrote the file without it. */

@@ -134,7 +134,7 @@ describe("agent: the CNI log", () => {
   });
 
   it("counts each operation's line by command and outcome with its duration; other lines are ignored", async () => {
-    const m = new AgentMetrics();
+    const m = new AgentMetrics(() => 7);
     m.countLogLine(JSON.stringify({ level: 30, command: "ADD", outcome: "ok", durationMs: 12.5, msg: "ADD ok" }));
     m.countLogLine(JSON.stringify({ level: 50, command: "DEL", outcome: "error", durationMs: 3, code: 11 }));
     m.countLogLine(JSON.stringify({ level: 50, outcome: "error", durationMs: 1 })); // failed before CNI_COMMAND was read
@@ -146,6 +146,7 @@ describe("agent: the CNI log", () => {
     expect(text).toContain('markroute_cni_operations_total{command="unknown",outcome="error"} 1');
     expect(text).toContain('markroute_cni_operation_duration_seconds_sum{command="ADD",outcome="ok"} 0.0125');
     expect(text).toMatch(/^# TYPE markroute_attachments gauge$/m);
+    expect(text).toMatch(/^markroute_attachments 7$/m);
     expect(text).toMatch(/^# TYPE markroute_repairs_total counter$/m);
   });
 });
