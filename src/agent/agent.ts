@@ -9,7 +9,7 @@ import { parseConfig } from "../config.js";
 import { findConflist } from "../install/conf-dir.js";
 import { readEntry } from "../install/entry.js";
 import { openLog } from "../log.js";
-import { serve } from "./http.js";
+import { parseListen, serve } from "./http.js";
 import { AgentMetrics, LogTail } from "./metrics.js";
 import { countAttachments, keepEntry, repairKernel, repairKind, unobservable } from "./passes.js";
 import { PassScheduler, type Trigger } from "./schedule.js";
@@ -35,6 +35,7 @@ const LOG_READ_MS = 5000;
 const STUCK_MS = 60_000;
 
 export async function runAgent(opts: AgentOptions): Promise<number> {
+  parseListen(opts.listen); // a typo is refused before anything starts
   const log = openLog("stderr", "info");
   const metrics = new AgentMetrics(() => countAttachments(opts.stateDir));
   const tail = new LogTail(opts.logFile);
