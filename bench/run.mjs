@@ -24,7 +24,7 @@ import { LOCKS, OLD_LOCK_COMMIT, lockProcess, lockSummary, prepareLocks } from "
 import { check, checksTable, countCheck, datapathTable, exactCheck, flagCheck, heading, infoCheck, latencyTable, loadTable, rssTable, scaleTable, writeJson } from "./lib/report.mjs";
 import { PATH, pool, run, runIn } from "./lib/proc.mjs";
 import { addPeakRssKiB, rssMethod } from "./lib/rss.mjs";
-import { agentRepairs, agentTable } from "./lib/agent.mjs";
+import { agentChecks, agentRepairs, agentTable } from "./lib/agent.mjs";
 import { pssSummary, pssTable, pssWaves } from "./lib/pss.mjs";
 import { quantile, summarize } from "./lib/stats.mjs";
 
@@ -568,6 +568,7 @@ function report(r) {
       check("peak RSS of markroute ADD (max over runs)", Math.max(B[b].rss[0].max, B[b].rss[MAX].max) / 1024, "<=", 64, " MiB"),
       countCheck(`load: failed calls of ${r.load[b].pods} concurrent ADDs + ${r.load[b].pods} DELs`, r.load[b].failures.length),
       countCheck("load: pod set / attachment counts off (between, after)", r.load[b].wrongHoldings.length),
+      ...agentChecks(r.agent, b),
     );
   }
   const L = r.lock;
@@ -712,7 +713,9 @@ async function main() {
   if (AGENT_ONLY) {
     process.stdout.write(agentTable(results.agent) + "\n");
     writeJson(RESULTS.replace(/\.json$/, "-agent.json"), results);
-    return Object.values(results.agent).every((a) => Object.values(a.missed).every((n) => n === 0));
+    const checks = BACKENDS.flatMap((b) => agentChecks(results.agent, b));
+    process.stdout.write(checksTable(checks) + "\n");
+    return checks.every((c) => c.pass !== false);
   }
   results.meta.seconds = (performance.now() - started) / 1000;
   results.meta.loadavgEnd = loadavg().map((x) => x.toFixed(2));

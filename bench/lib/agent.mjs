@@ -8,7 +8,8 @@ import { join } from "node:path";
 import { mkdirSync } from "node:fs";
 import { MARKROUTE } from "./cni.mjs";
 import { inNs, runIn, sleep, startBackground } from "./proc.mjs";
-import { summarize } from "./stats.mjs";
+import { check, countCheck } from "./report.mjs";
+import { quantile, summarize } from "./stats.mjs";
 
 const LISTEN = "127.0.0.1:9743";
 /** Tampering further apart than the agent's debounce (150 ms) and its own repair's echo. */
@@ -123,4 +124,15 @@ export function agentTable(agent) {
     ...rows,
     `  SIGTERM to exit: ${term}`,
   ].join("\n");
+}
+
+/** The issue's bound for one backend's sites: every repair within 2 s (p95 over all kinds), none missed. */
+export function agentChecks(agent, backend) {
+  return Object.entries(agent).filter(([, a]) => a.backend === backend).flatMap(([, a]) => {
+    const all = Object.values(a.ms).flat();
+    return [
+      check(`agent, ${a.backend}: tamper -> repair, p95 of every kind, ${a.pods} pods`, quantile(all, 0.95), "<=", 2000, " ms"),
+      countCheck(`  repairs not seen within ${GIVE_UP_MS / 1000} s`, Object.values(a.missed).reduce((x, y) => x + y, 0)),
+    ];
+  });
 }
