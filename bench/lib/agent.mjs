@@ -85,6 +85,7 @@ export async function agentRepairs(site, pod, { samples, stateDir, logFile, obje
     };
     const ms = Object.fromEntries(Object.keys(kinds).map((k) => [k, []]));
     const missed = Object.fromEntries(Object.keys(kinds).map((k) => [k, 0]));
+    const slow = [];
     for (let i = 0; i < samples; i++) {
       for (const [kind, k] of Object.entries(kinds)) {
         const gone = k.gone?.();
@@ -94,6 +95,8 @@ export async function agentRepairs(site, pod, { samples, stateDir, logFile, obje
         const t1 = back ? await withTimeout(back, GIVE_UP_MS) : await k.poll();
         if (t0 === undefined || t1 === undefined) missed[kind]++;
         else ms[kind].push(t1 - t0);
+        // what the agent logged around a repair past the bound, for the results file
+        if (t0 === undefined || t1 === undefined || t1 - t0 > 2000) slow.push({ kind, sample: i, ms: t1 - t0, agentLog: agentLog.split("\n").slice(-20) });
         await sleep(SETTLE_MS);
       }
     }
@@ -101,7 +104,7 @@ export async function agentRepairs(site, pod, { samples, stateDir, logFile, obje
     const exited = new Promise((resolve) => agent.once("close", (code, signal) => resolve({ code, signal })));
     agent.kill("SIGTERM");
     const exit = await withTimeout(exited, 5000);
-    return { ms, missed, sigtermMs: performance.now() - stopped, exit };
+    return { ms, missed, slow, sigtermMs: performance.now() - stopped, exit };
   } finally {
     routing.stop();
     nft?.stop();
