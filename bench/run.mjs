@@ -9,6 +9,7 @@
 // the load's wave times. Prints one table per section and the targets, and writes every sample to
 // build/bench-results.json.
 //   node bench/run.mjs [--quick]     (--quick: few samples, 20 and 100 pods, 20 at once, to try the bench itself)
+//   node bench/run.mjs --agent-only  (only the agent's tamper -> repair times, 0 and 200 other pods; with --quick, 20)
 // Exit status: 0 all targets met, 1 a target missed, 2 the bench itself failed.
 import { availableParallelism, loadavg, release } from "node:os";
 import { createHash } from "node:crypto";
@@ -23,13 +24,19 @@ import { LOCKS, OLD_LOCK_COMMIT, lockProcess, lockSummary, prepareLocks } from "
 import { check, checksTable, countCheck, datapathTable, exactCheck, flagCheck, heading, infoCheck, latencyTable, loadTable, rssTable, scaleTable, writeJson } from "./lib/report.mjs";
 import { PATH, pool, run, runIn } from "./lib/proc.mjs";
 import { addPeakRssKiB, rssMethod } from "./lib/rss.mjs";
+import { agentChecks, agentRepairs, agentTable } from "./lib/agent.mjs";
 import { pssSummary, pssTable, pssWaves } from "./lib/pss.mjs";
 import { quantile, summarize } from "./lib/stats.mjs";
 
 const QUICK = process.argv.includes("--quick");
-const P = QUICK
-  ? { rounds: 10, warmup: 2, others: [0, 20, 100], coldCycles: 3, rssRuns: 3, iperfSeconds: 1, iperfRuns: 1, iperfRunsDirect: 1, loadPods: 20, lockPerProcess: 5 }
-  : { rounds: 40, warmup: 5, others: [0, 200, 1000], coldCycles: 8, rssRuns: 8, iperfSeconds: 3, iperfRuns: 5, iperfRunsDirect: 3, loadPods: 200, lockPerProcess: 5 };
+/** Only the agent's repair times (issue 15): the sites it needs, then stop. */
+const AGENT_ONLY = process.argv.includes("--agent-only");
+const P = {
+  ...(QUICK
+    ? { rounds: 10, warmup: 2, others: [0, 20, 100], coldCycles: 3, rssRuns: 3, iperfSeconds: 1, iperfRuns: 1, iperfRunsDirect: 1, loadPods: 20, lockPerProcess: 5, agentSamples: 5 }
+    : { rounds: 40, warmup: 5, others: [0, 200, 1000], coldCycles: 8, rssRuns: 8, iperfSeconds: 3, iperfRuns: 5, iperfRunsDirect: 3, loadPods: 200, lockPerProcess: 5, agentSamples: 20 }),
+  ...(AGENT_ONLY ? { others: QUICK ? [0, 20] : [0, 200] } : {}),
+};
 /**
  * The PSS waves (issue 13: PSS per in-flight ADD with 100 at once): `pssPods` ADDs at once, then
  * their DELs, at the default backend's 0-other-pods site, `pssWaves` times.
@@ -190,8 +197,8 @@ async function bench(lab, results) {
 
   // Both locks bundled first (esbuild, in the bench's temp dir): a problem shows before the long part.
   log(`lock: bundling src/state/lock.ts and ${OLD_LOCK_COMMIT}:src/state/lock.ts`);
-  const lockPrep = await prepareLocks(join(lab.dir, "lock"));
-  for (const note of lockPrep.notes) log(`note: ${note}`);
+  const lockPrep = AGENT_ONLY ? undefined : await prepareLocks(join(lab.dir, "lock"));
+  for (const note of lockPrep?.notes ?? []) log(`note: ${note}`);
 
   log(`setting up namespaces: ${BACKENDS.length * P.others.length} sites (node, fabric, pods a and b via ptp), fwnode`);
   lab.setup();
@@ -204,14 +211,14 @@ async function bench(lab, results) {
   for (const b of BACKENDS) site(b, 0).azure = lab.addAzurePod(site(b, 0), "azure", POD_IFNAME);
   const iperf = (s, expectFabric) => udpPps(s, ...pods.get(s), { seconds: P.iperfSeconds, expectFabric });
 
-  log(`data path: no markroute, ${P.iperfRunsDirect} x ${P.iperfSeconds} s`);
   const runsDirect = [];
-  for (let i = 0; i < P.iperfRunsDirect; i++) runsDirect.push(...(await iperf(site(DEFAULT_BACKEND, 0), false)));
+  if (!AGENT_ONLY) log(`data path: no markroute, ${P.iperfRunsDirect} x ${P.iperfSeconds} s`);
+  for (let i = 0; i < (AGENT_ONLY ? 0 : P.iperfRunsDirect); i++) runsDirect.push(...(await iperf(site(DEFAULT_BACKEND, 0), false)));
 
   // First pod in / last pod out: installs and removes every shared object (information only).
   log(`first ADD / last DEL cycles (${P.coldCycles}), both backends`);
   const cold = await rounds({
-    rounds: P.coldCycles, warmup: 1, seed: SEED,
+    rounds: AGENT_ONLY ? 0 : P.coldCycles, warmup: AGENT_ONLY ? 0 : 1, seed: SEED,
     makeRound: () => {
       const steps = BACKENDS.map((b) => [b, site(b, 0), cmd.newPod("cold")]);
       return {
@@ -243,6 +250,18 @@ async function bench(lab, results) {
     s.podsAttached = podSetSize(s);
     if (s.podsAttached !== s.others + 2) throw new Error(`site ${s.tag}: markroute's pod set holds ${s.podsAttached} pods, not ${s.others + 2}`);
   }
+
+  // The agent on a quiet node (the 0-other-pods site: its 2 pods) and with CHECKED other pods.
+  const agentSites = BACKENDS.flatMap((b) => [site(b, 0), site(b, CHECKED)]);
+  log(`agent: tamper -> repair, ${P.agentSamples} samples per kind, ${agentSites.map((s) => s.tag).join(", ")}`);
+  results.agent = {};
+  for (const s of agentSites) {
+    const [a] = pods.get(s);
+    const pod = { address: a.ip, hostIf: a.prevResult.interfaces.find((i) => !i.sandbox).name };
+    const { stateDir, logFile } = markrouteConf(s);
+    results.agent[s.tag] = { backend: s.backend, pods: s.others + 2, ...(await agentRepairs(s, pod, { samples: P.agentSamples, stateDir, logFile, objects: s.objects })) };
+  }
+  if (AGENT_ONLY) return;
 
   log("capturing the tools markroute runs for a pod's ADD and DEL, per site");
   const shimDir = makeShims(lab.dir);
@@ -556,6 +575,7 @@ function report(r) {
       check("peak RSS of markroute ADD (max over runs)", Math.max(B[b].rss[0].max, B[b].rss[MAX].max) / 1024, "<=", 64, " MiB"),
       countCheck(`load: failed calls of ${r.load[b].pods} concurrent ADDs + ${r.load[b].pods} DELs`, r.load[b].failures.length),
       countCheck("load: pod set / attachment counts off (between, after)", r.load[b].wrongHoldings.length),
+      ...agentChecks(r.agent, b),
     );
   }
   const L = r.lock;
@@ -662,6 +682,8 @@ function report(r) {
     "",
     pssTable(r.runtime.pss, r.runtime.pssSite, ISSUE13.pssPerInFlightMiB),
     "",
+    agentTable(r.agent),
+    "",
     checksTable(checks),
   ];
   process.stdout.write(out.join("\n") + "\n");
@@ -694,6 +716,13 @@ async function main() {
     await bench(lab, results);
   } finally {
     lab.cleanup();
+  }
+  if (AGENT_ONLY) {
+    process.stdout.write(agentTable(results.agent) + "\n");
+    writeJson(RESULTS.replace(/\.json$/, "-agent.json"), results);
+    const checks = BACKENDS.flatMap((b) => agentChecks(results.agent, b));
+    process.stdout.write(checksTable(checks) + "\n");
+    return checks.every((c) => c.pass !== false);
   }
   results.meta.seconds = (performance.now() - started) / 1000;
   results.meta.loadavgEnd = loadavg().map((x) => x.toFixed(2));

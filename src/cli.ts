@@ -8,7 +8,7 @@ import * as commands from "./commands.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { explain, packetOf } from "./explain.js";
 import { decodeNetconf, parseEnvironment, readStdin } from "./cni/request.js";
-import { DEFAULT_STATE_DIR, SUPPORTED_VERSIONS, parseConfig } from "./config.js";
+import { DEFAULT_LOG_FILE, DEFAULT_STATE_DIR, SUPPORTED_VERSIONS, parseConfig } from "./config.js";
 import { readState, repairsOf, withState } from "./engine.js";
 import { install, uninstall } from "./install.js";
 import { DEFAULT_BIN_DIR } from "./install/binary.js";
@@ -20,6 +20,8 @@ import type { StateView } from "./state/view.js";
 import { describeSelection, type PodSelection } from "./selection.js";
 
 export const VERSION = "0.1.0";
+/** Loopback: the DaemonSet chooses what Prometheus can reach. */
+export const DEFAULT_AGENT_LISTEN = "127.0.0.1:9743";
 
 export async function cli(args: string[]): Promise<number> {
   const program = new Command("markroute")
@@ -87,6 +89,22 @@ export async function cli(args: string[]): Promise<number> {
         return { ...session.summary, repaired };
       });
       console.log(JSON.stringify(summary, null, 2));
+    });
+
+  program.command("agent")
+    .description("run in the foreground as the DaemonSet's long-running process: repair what someone changes in the kernel (and, with --entry-file, markroute's conflist entry) within seconds, without a CNI call; serve /metrics, /healthz and /readyz; exit on SIGTERM, leaving the kernel as it is")
+    .option("--state-dir <dir>", "state directory", DEFAULT_STATE_DIR)
+    .option("--conf-dir <dir>", "CNI conf dir: /readyz's netconf, and where the entry is kept", DEFAULT_CONF_DIR)
+    .option("--entry-file <path>", "markroute's conflist entry, in a JSON file: put back into the conflist whenever someone rewrites it without it")
+    .option("--listen <addr:port>", "where to serve /metrics, /healthz and /readyz", DEFAULT_AGENT_LISTEN)
+    .option("--resync <seconds>", "full read-back of the kernel and the conflist every this many seconds, events or not", "30")
+    .option("--log-file <path>", "the CNI operations' log file (the netconf's logFile), read for their metrics", DEFAULT_LOG_FILE)
+    .action(async (opts: { stateDir: string; confDir: string; entryFile?: string; listen: string; resync: string; logFile: string }) => {
+      const resyncSeconds = Number(opts.resync);
+      if (!(resyncSeconds >= 1 && resyncSeconds <= 86_400)) throw new Error(`--resync ${opts.resync}: expected seconds, from 1 to 86400`);
+      // Loaded here only: the CNI path (ADD, DEL...) never pays for the agent's modules.
+      const { runAgent } = await import("./agent/agent.js");
+      await runAgent({ ...opts, resyncSeconds });
     });
 
   program.command("install")
@@ -157,9 +175,7 @@ interface StatusReport {
 
 function statusReport(view: StateView): StatusReport {
   const records = view.records();
-  // Shared objects as installed now (the index), each pod's set elements as its record has them.
-  const objects = new Map<string, KernelObject>(view.installed().map((o) => [objectKey(o), o]));
-  for (const r of records) for (const o of r.objects.filter(isPerPod)) objects.set(objectKey(o), o);
+  const objects = new Map<string, KernelObject>(view.wanted(records).map((o) => [objectKey(o), o]));
   const drift = view.drift([...objects.values()]);
   const checkedAt = view.driftCheckedAt();
   const facts = view.cachedFacts();

@@ -148,6 +148,18 @@ export class Session {
     return new Map([...drift].filter(([, problems]) => problems.length > 0));
   }
 
+  /**
+   * The agent's pass: reads back every object the records need (`only` those it selects), the
+   * pods' own set elements and link groups included, and if any is not as planned re-applies every
+   * record. Returns what it found; a re-apply that fails throws, and leaves the index dirty for the
+   * next operation to heal.
+   */
+  repair(only: (o: KernelObject) => boolean = () => true): Repair[] {
+    const found = repairsOf(new Map([...this.kernel.drift(this.view.wanted().filter(only))].filter(([, problems]) => problems.length > 0)));
+    if (found.length > 0) this.reconcile();
+    return found;
+  }
+
   /** The counts and the kernel change for `plan`, then the record, then the kernel; a refusal is rolled back. */
   private install(plan: AttachmentPlan): void {
     const old = this.store.readRecord(plan.id)?.objects ?? [];

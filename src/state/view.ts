@@ -1,6 +1,6 @@
 // What people's commands (status, explain) and CHECK read of the state: the records, the index's
 // counts and shared objects, and their drift from the kernel. Nothing here writes.
-import { objectKey, type KernelObject, type NodeFacts } from "../plan.js";
+import { isPerPod, objectKey, type KernelObject, type NodeFacts } from "../plan.js";
 import type { AttachmentRecord, StateIndex, StateStorage } from "./store.js";
 
 /** For each object, what differs in the kernel from the plan (empty: installed as planned). */
@@ -24,6 +24,13 @@ export class StateView {
   /** The shared objects the index holds, as installed now (the newest holder's plan). */
   installed(): KernelObject[] {
     return Object.values(this.index.objects).map((e) => e.object);
+  }
+
+  /** Every object the records need: the shared ones as the index holds them, each pod's own (set elements, link groups) as its record has them. */
+  wanted(records: AttachmentRecord[] = this.records()): KernelObject[] {
+    const objects = new Map(this.installed().map((o) => [objectKey(o), o]));
+    for (const r of records) for (const o of r.objects.filter(isPerPod)) objects.set(objectKey(o), o);
+    return [...objects.values()];
   }
 
   /** How many attachments hold the object with this key. */

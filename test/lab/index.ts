@@ -8,3 +8,4 @@ export * from './markroute.ts';
 export * from './snapshot.ts';
 export * from './gateway.ts';
 export * from './main-plugins.ts';
+export * from './agent.ts';

@@ -33,12 +33,18 @@ describe('layers (docs/ARCHITECTURE.md)', () => {
     expect(users).toEqual(['src/engine.ts']);
   });
 
-  test('processes start in one place (the tool runner), and the lock\'s `flock --wait` child while another process holds it', () => {
-    expect(filesUsing('src', /node:child_process/)).toEqual(['src/kernel/exec.ts', 'src/state/lock.ts']);
+  test('processes start in the tool runner, and only where a tool run cannot do: each such place with its reason', () => {
+    const why: Record<string, string> = {
+      'src/kernel/exec.ts': 'the tool runner: every batch and kernel read',
+      'src/state/lock.ts': 'the `flock --wait` child, while another process holds the lock',
+      'src/agent/watch.ts': 'the agent\'s monitors (`ip monitor`, `nft monitor`), which run as long as it does',
+    };
+    expect(Object.fromEntries(filesUsing('src', /node:child_process/).map((f) => [f, why[f] ?? 'no reason given']))).toEqual(why);
   });
 
   test('e2e suites read the state through `status --json`; the index file only where a suite reproduces what something else left', () => {
     const why: Record<string, string> = {
+      'test/e2e/agent-load.test.ts': 'injects the agent\'s kill at the index\'s temporary file',
       'test/e2e/bad-inputs.test.ts': 'writes back the dirty index a killed ADD leaves',
       'test/e2e/concurrency.test.ts': 'kills an operation the moment the index turns dirty (polled far faster than a status run)',
       'test/e2e/crash.test.ts': 'injects the kill at the index\'s temporary file',

@@ -75,3 +75,16 @@ describe('markroute status on a node with nothing attached', () => {
     expect(JSON.parse(stdout)).toEqual({ indexNeedsRecovery: false, attachments: [], objects: [] });
   });
 });
+
+describe('markroute agent', () => {
+  test.each(['0', '-1', 'soon', '86401'])('--resync %s is refused, exit 1, before anything starts', async (resync) => {
+    expect(await cli(['agent', '--state-dir', join(dir, 'state'), '--resync', resync])).toBe(1);
+    expect(stderr).toBe(`markroute: --resync ${resync}: expected seconds, from 1 to 86400\n`);
+    expect(existsSync(join(dir, 'state'))).toBe(false);
+  });
+
+  test('an unusable --listen is refused, exit 1, naming it, before anything starts', async () => {
+    expect(await cli(['agent', '--state-dir', join(dir, 'state'), '--conf-dir', dir, '--log-file', join(dir, 'log'), '--listen', 'localhost'])).toBe(1);
+    expect(stderr).toContain('--listen "localhost": expected ADDR:PORT, [ADDR6]:PORT or :PORT');
+  });
+});

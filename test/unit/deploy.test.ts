@@ -101,15 +101,32 @@ describe('deploy/daemonset.yaml', () => {
     expect(pod.volumes.map((v: Obj) => v.name).filter((n: string) => !used.has(n))).toEqual([]);
   });
 
-  test('then a pause container: no command of its own, nothing mounted, small', () => {
+  test('then `markroute agent`: the same image, privileged, on the node address, probed on /healthz and /readyz, metrics port declared, resources bounded', () => {
     const pod = daemonSet().spec.template.spec;
     expect(pod.containers).toHaveLength(1);
-    const pause = pod.containers[0];
-    expect(pause.image).toMatch(/^registry\.k8s\.io\/pause:\d+\.\d+$/);
-    expect(pause.command).toBeUndefined();
-    expect(pause.volumeMounts).toBeUndefined();
-    expect(pause.securityContext).toBeUndefined();
-    expect(pause.resources.limits.memory).toBe('16Mi');
+    const agent = pod.containers[0];
+    expect(agent.image).toBe(pod.initContainers[0].image);
+    expect(agent.command).toEqual(['/markroute', 'agent', '--conf-dir', '/host/etc/cni/net.d', '--entry-file', '/config/entry.json', '--listen', '$(NODE_IP):9743']);
+    expect(agent.env).toEqual([{ name: 'NODE_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } }]);
+    expect(agent.securityContext).toEqual({ privileged: true });
+    expect(agent.ports).toEqual([{ name: 'metrics', containerPort: 9743, protocol: 'TCP' }]);
+    expect(agent.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'metrics' });
+    expect(agent.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'metrics' });
+    expect(Object.keys(agent.resources.requests).sort()).toEqual(['cpu', 'memory']);
+    expect(agent.resources.limits.memory).toMatch(/^\d+Mi$/);
+    expect(daemonSet().spec.template.metadata.annotations).toEqual({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': '9743' });
+  });
+
+  test("the agent's mounts: the installer's, less the bin dir (it keeps the entry with the same code), the log read-only", () => {
+    const pod = daemonSet().spec.template.spec;
+    const agent = pod.containers[0];
+    const { '/host/opt/cni/bin': _, ...installMounts } = hostMounts(pod, pod.initContainers[0]);
+    expect(hostMounts(pod, agent)).toEqual(installMounts);
+    expect(agent.volumeMounts.find((m: Obj) => m.mountPath === '/var/log').readOnly).toBe(true);
+    // the CNI log it reads and the state it repairs are the entry's
+    const c = parseConfig({ cniVersion: '1.0.0', name: 'pods', ...JSON.parse(configMap().data['entry.json']) });
+    expect(c.stateDir).toBe('/var/lib/cni/markroute');
+    expect(c.logFile).toBe('/var/log/markroute.log');
   });
 });
 

@@ -401,3 +401,42 @@ describe("engine: drift repaired by ADD", () => {
     expect(t.summary.driftChecked).toBeUndefined();
   });
 });
+
+describe("engine: the agent's repair pass", () => {
+  const elementOf = (pod: number) => `element/${setOf(planFor(pod))}/10.244.0.${pod},veth${pod}`;
+
+  it("reads back each pod's own element too (an ADD's check sees only shared objects) and re-applies every record when one is gone", () => {
+    const { kernel, tx } = fixture();
+    tx().attach(planFor(2), EVERY_ADD);
+    tx().attach(planFor(3), EVERY_ADD);
+    kernel.installed.delete(elementOf(2));
+    expect(tx().sharedDrift().size).toBe(0);
+    const pass = tx();
+    expect(pass.repair()).toEqual([{ key: elementOf(2), problems: [`${elementOf(2)} is missing`] }]);
+    expect(kernel.installed.has(elementOf(2))).toBe(true);
+    expect(pass.summary.installed).toContain(elementOf(2));
+  });
+
+  it("finds nothing and changes nothing on a node as recorded; `only` narrows what is read back", () => {
+    const { kernel, tx, store } = fixture();
+    tx().attach(planFor(2), EVERY_ADD);
+    const index = JSON.stringify(store.readIndex());
+    const pass = tx();
+    expect(pass.repair()).toEqual([]);
+    expect(pass.summary.installed).toEqual([]);
+    expect(JSON.stringify(store.readIndex())).toBe(index);
+    kernel.installed.delete("rule/4/32765/16/16/100");
+    expect(tx().repair((o) => o.kind === "element")).toEqual([]);
+    expect(tx().repair((o) => o.kind === "rule").map((r) => r.key)).toEqual(["rule/4/32765/16/16/100"]);
+    expect(kernel.installed.has("rule/4/32765/16/16/100")).toBe(true);
+  });
+
+  it("a repair the kernel refuses throws and leaves the index dirty for the next operation", () => {
+    const { kernel, tx, store } = fixture();
+    tx().attach(planFor(2), EVERY_ADD);
+    kernel.installed.delete(elementOf(2));
+    kernel.failingApplies = 1;
+    expect(() => tx().repair()).toThrow(/simulated kernel refusal/);
+    expect(store.readIndex()!.dirty).toBe(true);
+  });
+});

@@ -1,0 +1,74 @@
+// What one agent pass does: the kernel (every object the records need, read back and re-applied
+// under the lock, as `markroute reconcile` would) and the conflist entry (put back by the same code
+// as `markroute install`). Each pass is one operation: the lock is held for it alone.
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { withState, type Repair } from "../engine.js";
+import { installEntry, type EntryInstalled } from "../install/conf-dir.js";
+import { readEntry } from "../install/entry.js";
+import type { KernelObject } from "../plan.js";
+import { secureDirectory } from "../state/safe-path.js";
+
+export interface KernelPass {
+  /** What the read-back found not as planned (each then repaired by re-applying every record). */
+  repaired: Repair[];
+  /** A predecessor (a CNI operation or an agent) died midway, and this pass healed the state from the records. */
+  recovered: boolean;
+  /** Why healing failed, when it did (the index stays dirty; the next pass or operation retries). */
+  recoveryError?: string;
+  /** How many of the objects the records need the kernel does not report changes of (see `unobservable`). */
+  unobservable: number;
+}
+
+/**
+ * Objects whose changes no kernel event announces: ipsets and their elements, and chains of
+ * iptables-legacy (nftables, iptables-nft, ip rules, routes, links and rp_filter all have events).
+ * The agent polls these.
+ */
+export const unobservable = (o: KernelObject): boolean =>
+  o.kind === "ipset" || o.kind === "element" || (o.kind === "markChain" && o.variant === "legacy");
+
+/**
+ * A pod's link group on an interface that is gone (the pod went; the runtime's DEL has not come
+ * yet) cannot be put back, and trying would fail every pass: it is left to the DEL.
+ */
+const repairable = (o: KernelObject): boolean => o.kind !== "linkGroup" || existsSync(`/proc/sys/net/ipv4/conf/${o.dev}`);
+
+/** The kind of the object a repair names (the first part of its key), for the metrics. */
+export const repairKind = (r: Repair): string => r.key.slice(0, r.key.indexOf("/"));
+
+/**
+ * One pass over the kernel under the lock. A state directory that does not exist yet (no pod was
+ * ever attached with it) is left alone: there is nothing to repair, and nothing to create.
+ */
+export async function repairKernel(stateDir: string, only?: (o: KernelObject) => boolean): Promise<KernelPass> {
+  if (!secureDirectory(stateDir, false) || !secureDirectory(join(stateDir, "attachments"), false)) {
+    return { repaired: [], recovered: false, unobservable: 0 };
+  }
+  return withState(stateDir, (session) => {
+    const repaired = session.repair((o) => repairable(o) && (only?.(o) ?? true));
+    const { recovered, recoveryError } = session.summary;
+    return {
+      repaired, recovered, ...(recoveryError ? { recoveryError } : {}),
+      unobservable: session.view.wanted().filter(unobservable).length,
+    };
+  });
+}
+
+/**
+ * How many attachments are recorded, read at each scrape without the lock: a DEL may change
+ * nothing in the kernel (a link-grouped pod's), so no pass would follow it. A record is written
+ * whole (write, then rename), so the count is of whole records.
+ */
+export function countAttachments(stateDir: string): number {
+  try {
+    return readdirSync(join(stateDir, "attachments")).filter((n) => n.endsWith(".json")).length;
+  } catch {
+    return 0; // nothing attached with this state directory yet
+  }
+}
+
+/** markroute's entry in the conflist the runtime uses, put back if someone rewrote the file without it. */
+export function keepEntry(confDir: string, entryFile: string): EntryInstalled {
+  return installEntry(confDir, readEntry({ entryFile }));
+}

@@ -1,0 +1,56 @@
+// When the agent runs a pass: events come in bursts (one ADD, or one repair, makes several), so a
+// pass starts once they have been quiet for a moment, and never later than a bound after the
+// first; passes never overlap, and a request during a pass gets one more pass after it.
+
+/** What asked for a pass; all but "poll" read everything back ("poll" reads only what has no events). */
+export type Trigger = "start" | "event" | "poll" | "resync";
+
+export const QUIET_MS = 150;
+export const MAX_DELAY_MS = 500;
+
+export class PassScheduler {
+  private timer: NodeJS.Timeout | undefined;
+  private firstAt = 0;
+  private wanted: Trigger | undefined;
+  private running = false;
+  private stopped = false;
+
+  constructor(private readonly run: (trigger: Trigger) => Promise<void>, private readonly now: () => number = Date.now) {}
+
+  /** A pass after `quietMs` without another request (at most MAX_DELAY_MS after the first one waiting). */
+  request(trigger: Trigger, quietMs = QUIET_MS): void {
+    if (this.stopped) return;
+    // A full read-back covers a poll's; a poll never narrows a full one already asked for.
+    this.wanted = this.wanted && this.wanted !== "poll" ? this.wanted : trigger;
+    if (this.running) return; // run again when the pass under way ends
+    if (this.timer === undefined) this.firstAt = this.now();
+    clearTimeout(this.timer);
+    const delay = Math.max(0, Math.min(quietMs, this.firstAt + MAX_DELAY_MS - this.now()));
+    this.timer = setTimeout(() => void this.fire(), delay);
+  }
+
+  /** True while a pass runs (a poll is skipped then: the pass under way reads everything). */
+  get busy(): boolean {
+    return this.running || this.timer !== undefined;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private async fire(): Promise<void> {
+    this.timer = undefined;
+    const trigger = this.wanted;
+    this.wanted = undefined;
+    if (!trigger || this.stopped) return;
+    this.running = true;
+    try {
+      await this.run(trigger);
+    } finally {
+      this.running = false;
+      if (this.wanted) this.request(this.wanted, 0);
+    }
+  }
+}

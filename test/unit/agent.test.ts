@@ -1,0 +1,152 @@
+// The agent's pieces that need no node: when passes run (bursts of events make one pass, never
+// overlapping), --listen's forms, the CNI log read as it grows and counted into the metrics.
+import { appendFileSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { parseListen } from "../../src/agent/http.ts";
+import { AgentMetrics, LogTail } from "../../src/agent/metrics.ts";
+import { repairKind, unobservable } from "../../src/agent/passes.ts";
+import { MAX_DELAY_MS, PassScheduler, QUIET_MS, type Trigger } from "../../src/agent/schedule.ts";
+
+describe("agent: pass scheduling", () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  /** A scheduler whose passes take `passMs` of fake time, and the triggers they ran with. */
+  function scheduler(passMs = 0) {
+    const runs: Trigger[] = [];
+    let running = 0;
+    let overlapped = false;
+    const s = new PassScheduler(async (t) => {
+      overlapped ||= running > 0;
+      running++;
+      runs.push(t);
+      await new Promise((r) => setTimeout(r, passMs));
+      running--;
+    }, () => Date.now());
+    return { s, runs, overlapped: () => overlapped };
+  }
+
+  it("a burst of events makes one pass, once they have been quiet", async () => {
+    const { s, runs } = scheduler();
+    for (let i = 0; i < 5; i++) {
+      s.request("event");
+      await vi.advanceTimersByTimeAsync(50);
+    }
+    expect(runs).toEqual([]);
+    await vi.advanceTimersByTimeAsync(QUIET_MS);
+    expect(runs).toEqual(["event"]);
+  });
+
+  it("events that never stop still get a pass within MAX_DELAY_MS of the first", async () => {
+    const { s, runs } = scheduler();
+    for (let t = 0; t < MAX_DELAY_MS; t += 50) {
+      s.request("event");
+      await vi.advanceTimersByTimeAsync(50);
+    }
+    expect(runs).toEqual(["event"]);
+  });
+
+  it("passes never overlap: a request during a pass gets one more pass after it", async () => {
+    const { s, runs, overlapped } = scheduler(300);
+    s.request("start", 0);
+    await vi.advanceTimersByTimeAsync(10);
+    s.request("event");
+    s.request("event");
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(runs).toEqual(["start", "event"]);
+    expect(overlapped()).toBe(false);
+  });
+
+  it("a poll (what has no events) never narrows a full read-back already asked for; a full one widens a poll", async () => {
+    const { s, runs } = scheduler();
+    s.request("event");
+    s.request("poll", 0);
+    await vi.advanceTimersByTimeAsync(QUIET_MS);
+    s.request("poll", 0);
+    s.request("resync", 0);
+    await vi.advanceTimersByTimeAsync(QUIET_MS);
+    expect(runs).toEqual(["event", "resync"]);
+  });
+
+  it("stopped: no more passes", async () => {
+    const { s, runs } = scheduler();
+    s.request("event");
+    s.stop();
+    s.request("event");
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(runs).toEqual([]);
+  });
+});
+
+describe("agent: what it repairs and polls", () => {
+  it("names a repair by its object's kind", () => {
+    expect(repairKind({ key: "rule/4/32765/16/16/100", problems: [] })).toBe("rule");
+    expect(repairKind({ key: "nftElement/markroute-1/pods4/10.0.0.2,veth1", problems: [] })).toBe("nftElement");
+  });
+
+  it("polls only what the kernel announces no change of: ipsets, their elements, iptables-legacy chains", () => {
+    expect(unobservable({ kind: "ipset", family: 4, name: "s" })).toBe(true);
+    expect(unobservable({ kind: "element", family: 4, set: "s", address: "10.0.0.2", iface: "v", comment: "" })).toBe(true);
+    const chain = { kind: "markChain" as const, family: 4 as const, chain: "C", network: "n", exempt: [], marks: [] };
+    expect(unobservable({ ...chain, variant: "legacy" })).toBe(true);
+    expect(unobservable({ ...chain, variant: "nft" })).toBe(false);
+    expect(unobservable({ kind: "rule", family: 4, priority: 1, mark: 16, mask: 16, table: 100 })).toBe(false);
+    expect(unobservable({ kind: "rpFilter", dev: "eth0", value: 2 })).toBe(false);
+  });
+});
+
+describe("agent: --listen", () => {
+  it.each([
+    ["127.0.0.1:9743", { host: "127.0.0.1", port: 9743 }],
+    ["[::1]:80", { host: "::1", port: 80 }],
+    [":9743", { port: 9743 }],
+    ["0.0.0.0:1", { host: "0.0.0.0", port: 1 }],
+  ])("%s", (listen, expected) => expect(parseListen(listen)).toEqual(expected));
+
+  it.each(["9743", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "::1:80", "a:b"])("%s is refused", (listen) =>
+    expect(() => parseListen(listen)).toThrow(/--listen/));
+});
+
+describe("agent: the CNI log", () => {
+  let dir: string;
+  beforeEach(() => (dir = mkdtempSync(join(tmpdir(), "mr-agent-unit-"))));
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("is read from its end at start, whole lines only; a truncated or rotated file from its start; a missing one waited for", () => {
+    const path = join(dir, "markroute.log");
+    const missing = new LogTail(path);
+    expect(missing.read()).toEqual([]);
+    writeFileSync(path, '{"old":1}\n');
+    expect(missing.read()).toEqual(['{"old":1}']); // it appeared after the start: all of it is new
+    const tail = new LogTail(path);
+    expect(tail.read()).toEqual([]);
+    appendFileSync(path, '{"a":1}\n{"b":');
+    expect(tail.read()).toEqual(['{"a":1}']);
+    appendFileSync(path, '2}\n');
+    expect(tail.read()).toEqual(['{"b":2}']);
+    writeFileSync(path, '{"c":3}\n');
+    expect(tail.read()).toEqual(['{"c":3}']);
+    renameSync(path, `${path}.1`); // as logrotate does
+    writeFileSync(path, '{"d":4}\n{"e":5}\n');
+    expect(tail.read()).toEqual(['{"d":4}', '{"e":5}']);
+  });
+
+  it("counts each operation's line by command and outcome with its duration; other lines are ignored", async () => {
+    const m = new AgentMetrics(() => 7);
+    m.countLogLine(JSON.stringify({ level: 30, command: "ADD", outcome: "ok", durationMs: 12.5, msg: "ADD ok" }));
+    m.countLogLine(JSON.stringify({ level: 50, command: "DEL", outcome: "error", durationMs: 3, code: 11 }));
+    m.countLogLine(JSON.stringify({ level: 50, outcome: "error", durationMs: 1 })); // failed before CNI_COMMAND was read
+    m.countLogLine("markroute: logging to stderr: ...");
+    m.countLogLine(JSON.stringify({ level: 30, msg: "something else" }));
+    const text = await m.registry.metrics();
+    expect(text).toContain('markroute_cni_operations_total{command="ADD",outcome="ok"} 1');
+    expect(text).toContain('markroute_cni_operations_total{command="DEL",outcome="error"} 1');
+    expect(text).toContain('markroute_cni_operations_total{command="unknown",outcome="error"} 1');
+    expect(text).toContain('markroute_cni_operation_duration_seconds_sum{command="ADD",outcome="ok"} 0.0125');
+    expect(text).toMatch(/^# TYPE markroute_attachments gauge$/m);
+    expect(text).toMatch(/^markroute_attachments 7$/m);
+    expect(text).toMatch(/^# TYPE markroute_repairs_total counter$/m);
+  });
+});
