@@ -5,7 +5,7 @@ import { runCall, runTool } from "../kernel/exec.js";
 import type { Family } from "../net/cidr.js";
 import {
   objectKey, type IptablesVariant, type KernelObject, type MarkChain, type PolicyRoute, type PolicyRule,
-  type RpFilter, type SuppressRule,
+  type LinkGroup, type RpFilter, type SuppressRule,
 } from "../plan.js";
 import { MangleTable, elementPresent, ipsetNames, renderChains, renderDestroySets, renderSets, setMembers } from "./iptables.js";
 import {
@@ -133,9 +133,18 @@ export function applyChange(install: KernelObject[], remove: Removal[]): void {
   if (setsOut.length) runCall(renderDestroySets(setsOut, view.setNames()));
 
   runCall(renderNft(ofKind(install, "nftTable"), ofKind(install, "nftElement"), ofKind(removed, "nftElement"), ofKind(removed, "nftTable")));
-  // An interface already gone (with its pod) is left alone.
+  // An interface already gone (with its pod; its DEL comes later) is left alone, installing as
+  // removing: otherwise one pod's vanished veth would fail every re-apply of every record (a
+  // recovery, a drift repair, the agent's passes). Looked up only when the batch is refused.
+  const groupsIn = ofKind(install, "linkGroup");
   const groupsOut = ofKind(removed, "linkGroup");
-  runCall(renderLinkGroups(ofKind(install, "linkGroup"), groupsOut.length ? groupsOut.filter((g) => view.groupsOf().has(g.dev)) : []));
+  try {
+    runCall(renderLinkGroups(groupsIn, groupsOut.length ? groupsOut.filter((g) => view.groupsOf().has(g.dev)) : []));
+  } catch (err) {
+    if (!(err instanceof CniError && /Cannot find device/.test(err.message))) throw err;
+    const present = (g: LinkGroup) => view.groupsOf().has(g.dev);
+    runCall(renderLinkGroups(groupsIn.filter(present), groupsOut.filter(present)));
+  }
 
   const routing = [...ofKind(install, "rule"), ...ofKind(install, "suppressRule"), ...ofKind(install, "route"),
     ...ofKind(removed, "rule"), ...ofKind(removed, "suppressRule"), ...ofKind(removed, "route")];

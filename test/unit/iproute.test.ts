@@ -2,6 +2,7 @@
 // line matched to its command; a batch that fails or prints a line short is read command by command.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { renderRouteBatch, readRouting, routeBatchError, type RouteBatch } from '../../src/backend/iproute.ts';
+import { applyChange } from '../../src/backend/apply.ts';
 import { CniError } from '../../src/cni/errors.ts';
 import { useToolRunner, type ToolOutput, type ToolRunner } from '../../src/kernel/exec.ts';
 
@@ -116,5 +117,28 @@ describe('routeBatchError: a refused policy route names the field', () => {
     const unknown = failure('Segmentation fault\n');
     expect(unknown.code).toBe(100);
     expect(unknown.message).toMatch(/^ip -4 -batch - failed \(exit 1\): Segmentation fault/);
+  });
+});
+
+describe('applyChange: link groups', () => {
+  const group = (dev: string) => ({ kind: 'linkGroup' as const, dev, group: 7 });
+
+  it('a pod interface already gone is left alone when the batch is refused: the others get their group (a re-apply of every record must not fail on one vanished veth)', () => {
+    answers = [
+      { status: 1, stdout: '', stderr: 'Cannot find device "vethgone"\nCommand failed -:2\n' },
+      ok('[{"ifname":"lo"},{"ifname":"vethhere","group":"default"}]'),
+      ok(''),
+    ];
+    applyChange([group('vethhere'), group('vethgone')], []);
+    expect(calls.map((c) => c.input)).toEqual([
+      'link set dev vethhere group 7\nlink set dev vethgone group 7\n',
+      undefined,
+      'link set dev vethhere group 7\n',
+    ]);
+  });
+
+  it('any other refusal is the operation\'s error', () => {
+    answers = [{ status: 2, stdout: '', stderr: 'RTNETLINK answers: Operation not permitted\n' }];
+    expect(() => applyChange([group('vethhere')], [])).toThrow(/Operation not permitted/);
   });
 });
