@@ -118,15 +118,32 @@ export function planAdd(config: Config, d: AddDecision & { mark: MarkSpec }, pro
 const passedThrough = (d: AddDecision): AttachmentPlan =>
   ({ id: attachmentId(d.attachment), attachment: d.attachment, hostMatch: d.hostMatch, objects: [], selection: recordedSelection(d.selection) });
 
+/**
+ * A pod passed through: its record (why it is not marked, for status and explain) is written if
+ * the state directory lets it, but the pod starts either way: before namespaces could select pods,
+ * such a pod never touched the state, and a full disk or a held lock must not stop every unmarked
+ * pod of the node now. DEL of a pod without a record succeeds as it always did.
+ */
+async function passThrough(config: Config, decision: AddDecision, result: object, kernel?: Kernel): Promise<Outcome> {
+  const warnings = [`not marked: ${decision.selection.reason}`];
+  let summary: ChangeSummary | undefined;
+  try {
+    summary = await withState(config.stateDir, (session) => {
+      session.attach(passedThrough(decision), config.driftCheckSeconds * 1000);
+      return session.summary;
+    }, { kernel });
+  } catch (err) {
+    warnings.push(`its record was not written (status and explain will not show it): ${(err as Error).message}`);
+  }
+  return { result, ...(summary ? { summary } : {}), selection: recordedSelection(decision.selection), warning: warnings.join(". ") };
+}
+
 export async function add(config: Config, req: CniRequest, { probe, kernel }: Effects = linuxEffects()): Promise<Outcome> {
   const result = () => resultInVersion(config.prevResultAsSent!, config.cniVersion);
   const decision = decideAdd(config, req, probe);
   const { mark, hostMatch, selection } = decision;
+  if (!mark) return passThrough(config, decision, result(), kernel);
   const summary = await withState(config.stateDir, (session) => {
-    if (!mark) {
-      session.attach(passedThrough(decision), config.driftCheckSeconds * 1000);
-      return session.summary;
-    }
     const cached = session.view.cachedFacts();
     const { plan, facts, detected } = planAdd(config, { ...decision, mark }, probe, cached);
     session.attach(plan, config.driftCheckSeconds * 1000, {
@@ -138,11 +155,10 @@ export async function add(config: Config, req: CniRequest, { probe, kernel }: Ef
     return session.summary;
   }, { kernel });
   const warnings = [
-    ...(mark ? [] : [`not marked: ${selection.reason}`]),
     ...(summary.repaired ? [`repaired what someone changed in the kernel: ${summary.repaired.flatMap((r) => r.problems).join("; ")}`] : []),
     ...(summary.recoveryError ? [`healing the kernel from the records failed (the next operation tries again): ${summary.recoveryError}`] : []),
     ...(summary.driftCheckError ? [`could not read the shared objects back (the next due check tries again): ${summary.driftCheckError}`] : []),
-    ...(hostMatch.topology === "bridged" && config.mode === "transparent-tunnel" && mark ? [BRIDGED_WARNING] : []),
+    ...(hostMatch.topology === "bridged" && config.mode === "transparent-tunnel" ? [BRIDGED_WARNING] : []),
   ];
   return { result: result(), summary, selection: recordedSelection(selection), ...(warnings.length ? { warning: warnings.join(". ") } : {}) };
 }

@@ -194,6 +194,16 @@ describe('what selected the pod is recorded with the attachment', () => {
     expect(indexText()).toBe(index);
   });
 
+  test('a pod passed through starts even when its record cannot be written (the state directory unusable): the warning says so', async () => {
+    const blocked = join(dir, 'a-file');
+    writeFileSync(blocked, 'not a directory');
+    const out = await add(parseConfig(netconf(5, { stateDir: blocked })), request(5, 'default'), { probe, kernel });
+    expect(out.result).toBeDefined();
+    expect(out.warning).toMatch(/^not marked: .*\. its record was not written \(status and explain will not show it\): .*a-file/);
+    // a marked pod still needs its state: the same directory is its error
+    await expect(add(parseConfig(netconf(6, { stateDir: blocked })), request(6, 'team-vpn'), { probe, kernel })).rejects.toThrow(/a-file/);
+  });
+
   test('on a node where only pods passed through were added, no index is written and nothing is "recovered"', async () => {
     applied.length = 0;
     const fresh = join(dir, 'fresh');
