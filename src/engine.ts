@@ -144,8 +144,12 @@ export class Session {
 
   /** The shared objects the index holds that the kernel does not have as planned, by key, with what differs. */
   sharedDrift(): Map<string, string[]> {
-    const drift = this.kernel.drift(this.view.installed());
-    return new Map([...drift].filter(([, problems]) => problems.length > 0));
+    return this.driftOf(this.view.installed());
+  }
+
+  /** Of `objects`, those the kernel does not have as planned, by key, with what differs. */
+  private driftOf(objects: KernelObject[]): Map<string, string[]> {
+    return new Map([...this.kernel.drift(objects)].filter(([, problems]) => problems.length > 0));
   }
 
   /**
@@ -155,7 +159,7 @@ export class Session {
    * next operation to heal.
    */
   repair(only: (o: KernelObject) => boolean = () => true): Repair[] {
-    const found = repairsOf(new Map([...this.kernel.drift(this.view.wanted().filter(only))].filter(([, problems]) => problems.length > 0)));
+    const found = repairsOf(this.driftOf(this.view.wanted().filter(only)));
     if (found.length > 0) this.reconcile();
     return found;
   }

@@ -94,9 +94,13 @@ const context = ({ req, log }: CallContext) => ({
 });
 
 /**
- * The result on stdout, written at once with write(2): process.stdout would load node:stream (~8 ms
- * of every call's start-up under Bun), and the runtime reads the pipe only after we exit anyway.
+ * The result on stdout, with write(2): process.stdout would load node:stream (~8 ms of every call's
+ * start-up under Bun). The runtime reads the pipe as we write (Go's exec copies it); a result never
+ * fills a pipe's 64 KiB, but should the runtime have made it non-blocking and full, we wait a
+ * millisecond for it to drain rather than spin.
  */
+const DRAIN_WAIT = new Int32Array(new SharedArrayBuffer(4));
+
 function write(result: object | undefined): number {
   if (!result) return 0;
   const bytes = Buffer.from(JSON.stringify(result) + "\n");
@@ -104,8 +108,8 @@ function write(result: object | undefined): number {
     try {
       done += writeSync(1, bytes, done);
     } catch (err) {
-      // A non-blocking pipe that is full: the reader drains it.
       if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+      Atomics.wait(DRAIN_WAIT, 0, 0, 1);
     }
   }
   return 0;

@@ -9,8 +9,8 @@ import { NAMESPACE_NAME, type Config, type MarkSpec } from "./config.js";
  * What decided: the pod's annotation, its namespace (annotated mode), the network itself
  * (transparent-tunnel marks every pod), its namespace's exclusion (transparent-tunnel), or nothing.
  */
-export type SelectedBy = "annotation" | "namespace" | "network" | "excluded" | "none";
-export const SELECTED_BY: readonly SelectedBy[] = ["annotation", "namespace", "network", "excluded", "none"];
+export const SELECTED_BY = ["annotation", "namespace", "network", "excluded", "none"] as const;
+export type SelectedBy = (typeof SELECTED_BY)[number];
 
 /** The decision, recorded with the attachment: `mark` names the entry; absent, the pod passed through unmarked. */
 export interface PodSelection {

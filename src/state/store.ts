@@ -1,5 +1,7 @@
 // The state directory: one record per attachment (the truth), and an index (a cache of what the
-// records add up to, so an operation reads one file instead of every pod's).
+// records add up to, so an operation reads one file instead of every pod's). A little over ~250
+// lines: the file formats, their validation and their upgrades from older versions' shapes are one
+// concern, kept together so that a format change is made in one place.
 import { lstatSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { CniError, ErrorCode } from "../cni/errors.js";
