@@ -155,12 +155,12 @@ export class Session {
   /**
    * The agent's pass: reads back every object the records need (`only` those it selects), the
    * pods' own set elements and link groups included, and if any is not as planned re-applies every
-   * record. Returns what it found; a re-apply that fails throws, and leaves the index dirty for the
-   * next operation to heal.
+   * record, as a recovery does. Returns what it found; a re-apply that fails is the summary's
+   * `recoveryError`, and leaves the index dirty for the next operation to heal.
    */
   repair(only: (o: KernelObject) => boolean = () => true): Repair[] {
     const found = repairsOf(this.driftOf(this.view.wanted().filter(only)));
-    if (found.length > 0) this.reconcile();
+    if (found.length > 0) this.recover();
     return found;
   }
 
