@@ -1,7 +1,5 @@
 // The command line for people: what is installed, what an ADD would do, putting things right, and
 // putting markroute on a node or taking it off (install.ts).
-import { statSync } from "node:fs";
-import { join } from "node:path";
 import { Command } from "commander";
 import { isPerPod, objectKey, type KernelObject, type NodeFacts } from "./plan.js";
 import * as commands from "./commands.js";
@@ -15,7 +13,7 @@ import { DEFAULT_BIN_DIR } from "./install/binary.js";
 import { DEFAULT_CONF_DIR } from "./install/conf-dir.js";
 import { readEntry } from "./install/entry.js";
 import { describePlan } from "./plan-text.js";
-import { secureDirectory } from "./state/safe-path.js";
+import { stateExists } from "./state/records.js";
 import type { StateView } from "./state/view.js";
 import { describeSelection, type PodSelection } from "./selection.js";
 
@@ -39,7 +37,7 @@ export async function cli(args: string[]): Promise<number> {
     .option("--json", "machine-readable output")
     .action(async (opts: { stateDir: string; json?: boolean }) => {
       // A node that never attached a pod has no state directory yet: nothing attached, not an error.
-      const report = secureDirectory(opts.stateDir, false)
+      const report = stateExists(opts.stateDir)
         ? await readState(opts.stateDir, statusReport)
         : { indexNeedsRecovery: false, attachments: [], objects: [] };
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatStatus(opts.stateDir, report));
@@ -153,13 +151,7 @@ export async function cli(args: string[]): Promise<number> {
 
 /** Refuses a state directory that does not exist (or holds no attachments directory), as `withState`'s readOnly does. */
 function requireStateDir(stateDir: string): void {
-  let dir = false;
-  try {
-    dir = statSync(join(stateDir, "attachments")).isDirectory();
-  } catch {
-    // reported below
-  }
-  if (!dir) throw new Error(`state directory ${stateDir} does not exist (or holds no attachments directory): nothing was attached with it, nothing to reconcile`);
+  if (!stateExists(stateDir)) throw new Error(`state directory ${stateDir} does not exist (or holds no attachments directory): nothing was attached with it, nothing to reconcile`);
 }
 
 interface StatusReport {

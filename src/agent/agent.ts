@@ -9,9 +9,10 @@ import { parseConfig } from "../config.js";
 import { findConflist } from "../install/conf-dir.js";
 import { readEntry } from "../install/entry.js";
 import { openLog, type LogFields } from "../log.js";
+import { countPods } from "../state/records.js";
 import { parseListen, serve } from "./http.js";
 import { AgentMetrics, LogTail } from "./metrics.js";
-import { countAttachments, keepEntry, repairKernel, repairKind, unobservable } from "./passes.js";
+import { keepEntry, repairKernel, repairKind, unobservable } from "./passes.js";
 import { PassScheduler, type Trigger } from "./schedule.js";
 import { KERNEL_MONITORS, monitor, watchDir, type EventSource } from "./watch.js";
 
@@ -37,7 +38,7 @@ const STUCK_MS = 60_000;
 export async function runAgent(opts: AgentOptions): Promise<number> {
   parseListen(opts.listen); // a typo is refused before anything starts
   const log = openLog("stderr", "info");
-  const metrics = new AgentMetrics(() => countAttachments(opts.stateDir));
+  const metrics = new AgentMetrics(() => countPods(opts.stateDir));
   const tail = new LogTail(opts.logFile);
   const readLog = () => tail.read().forEach((line) => metrics.countLogLine(line));
   let unobservableObjects = 0;

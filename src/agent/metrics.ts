@@ -3,10 +3,12 @@
 // durationMs) to the log file, which the agent reads as it grows.
 import { closeSync, fstatSync, openSync, readSync, statSync } from "node:fs";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { PodCounts } from "../state/records.js";
 
 export class AgentMetrics {
   readonly registry = new Registry();
   readonly attachments: Gauge;
+  readonly unmarked: Gauge;
   readonly repairs = new Counter({
     name: "markroute_repairs_total", labelNames: ["kind"], registers: [this.registry],
     help: "Objects the agent found not as recorded and put back, by kind (rule, route, nftTable, nftElement, element, markChain, ipset, linkGroup, rpFilter, suppressRule, conflistEntry; recovery: a state an operation left midway)",
@@ -30,12 +32,22 @@ export class AgentMetrics {
     help: "CNI operations' durations as they logged them", buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
   });
 
-  /** @param countAttachments read at each scrape */
-  constructor(countAttachments: () => number) {
+  /** @param countPods read at each scrape (once for both gauges) */
+  constructor(countPods: () => PodCounts) {
+    let counted: PodCounts | undefined;
+    // prom-client collects the gauges one after the other: the first reads, the second takes its reading
     this.attachments = new Gauge({
-      name: "markroute_attachments", help: "Pod attachments recorded on this node", registers: [this.registry],
+      name: "markroute_attachments", help: "Pods marked on this node (their attachments hold kernel objects)", registers: [this.registry],
       collect() {
-        this.set(countAttachments());
+        counted = countPods();
+        this.set(counted.marked);
+      },
+    });
+    this.unmarked = new Gauge({
+      name: "markroute_pods_unmarked", help: "Pods passed through on this node, unmarked (excluded, or selected by nothing): recorded, holding no kernel object", registers: [this.registry],
+      collect() {
+        this.set((counted ?? countPods()).unmarked);
+        counted = undefined;
       },
     });
     this.lastRepair.set(0);

@@ -1,13 +1,12 @@
 // What one agent pass does: the kernel (every object the records need, read back and re-applied
 // under the lock, as `markroute reconcile` would) and the conflist entry (put back by the same code
 // as `markroute install`). Each pass is one operation: the lock is held for it alone.
-import { existsSync, readdirSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync } from "node:fs";
 import { withState, type Repair } from "../engine.js";
 import { installEntry, type EntryInstalled } from "../install/conf-dir.js";
 import { readEntry } from "../install/entry.js";
 import type { KernelObject } from "../plan.js";
-import { secureDirectory } from "../state/safe-path.js";
+import { stateExists } from "../state/records.js";
 
 export interface KernelPass {
   /** What the read-back found not as planned (each then repaired by re-applying every record). */
@@ -42,7 +41,7 @@ export const repairKind = (r: Repair): string => r.key.slice(0, r.key.indexOf("/
  * ever attached with it) is left alone: there is nothing to repair, and nothing to create.
  */
 export async function repairKernel(stateDir: string, only?: (o: KernelObject) => boolean): Promise<KernelPass> {
-  if (!secureDirectory(stateDir, false) || !secureDirectory(join(stateDir, "attachments"), false)) {
+  if (!stateExists(stateDir)) {
     return { repaired: [], recovered: false, unobservable: 0 };
   }
   return withState(stateDir, (session) => {
@@ -53,19 +52,6 @@ export async function repairKernel(stateDir: string, only?: (o: KernelObject) =>
       unobservable: session.view.wanted().filter(unobservable).length,
     };
   });
-}
-
-/**
- * How many attachments are recorded, read at each scrape without the lock: a DEL may change
- * nothing in the kernel (a link-grouped pod's), so no pass would follow it. A record is written
- * whole (write, then rename), so the count is of whole records.
- */
-export function countAttachments(stateDir: string): number {
-  try {
-    return readdirSync(join(stateDir, "attachments")).filter((n) => n.endsWith(".json")).length;
-  } catch {
-    return 0; // nothing attached with this state directory yet
-  }
 }
 
 /** markroute's entry in the conflist the runtime uses, put back if someone rewrote the file without it. */

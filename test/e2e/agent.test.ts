@@ -22,6 +22,7 @@ describe.each<Backend>(['nftables', 'iptables'])('markroute agent repairs the no
   let first: Pod;
   let server: Pod;
   let before: Snapshot;
+  let list: Conflist;
   const out = (argv: string[]) => lab.exec(lab.ns.node, argv, { check: false }).stdout;
   const repairs = (kind: string) => agent.metric('markroute_repairs_total', { kind });
 
@@ -49,7 +50,9 @@ describe.each<Backend>(['nftables', 'iptables'])('markroute agent repairs the no
 
   beforeAll(async () => {
     lab = await createLab();
-    const list = loadPtpConflist(lab, backend);
+    list = loadPtpConflist(lab, backend);
+    // kube-system's pods are passed through: recorded, unmarked
+    Object.assign(list.plugins.find((p) => p.type === 'markroute')!, { excludeNamespaces: ['kube-system'] });
     first = await lab.addPod('first', list);
     server = await lab.addPod('server', list);
     await lab.serve(server, 'udp', 7000);
@@ -140,14 +143,18 @@ describe.each<Backend>(['nftables', 'iptables'])('markroute agent repairs the no
     expect(repairs('conflistEntry')).toBe(1);
   });
 
-  test('/metrics: the CNI operations the node ran since the agent started, by command and outcome, and when the agent last repaired', async () => {
-    const late = await lab.addPod('late', loadPtpConflist(lab, backend));
+  test('/metrics: the pods marked and passed through, the CNI operations the node ran since the agent started, by command and outcome, and when the agent last repaired', async () => {
+    expect(agent.metric('markroute_pods_unmarked')).toBe(0);
+    const late = await lab.addPod('late', list);
+    const passed = await lab.addPod('passed', list, { k8sNamespace: 'kube-system' });
     expect(await timeUntil(() => agent.metric('markroute_attachments') === 3)).toBeLessThan(Infinity);
+    expect(agent.metric('markroute_pods_unmarked'), 'the pod passed through is not an attachment of kernel objects').toBe(1);
     expect((await lab.delPod(late)).ok).toBe(true);
-    expect(await timeUntil(() => agent.metric('markroute_attachments') === 2)).toBeLessThan(Infinity);
-    expect(agent.metric('markroute_cni_operations_total', { command: 'ADD', outcome: 'ok' })).toBe(1);
-    expect(agent.metric('markroute_cni_operations_total', { command: 'DEL', outcome: 'ok' })).toBe(1);
-    expect(agent.metric('markroute_cni_operation_duration_seconds_count', { command: 'ADD', outcome: 'ok' })).toBe(1);
+    expect((await lab.delPod(passed)).ok).toBe(true);
+    expect(await timeUntil(() => agent.metric('markroute_attachments') === 2 && agent.metric('markroute_pods_unmarked') === 0)).toBeLessThan(Infinity);
+    expect(agent.metric('markroute_cni_operations_total', { command: 'ADD', outcome: 'ok' })).toBe(2);
+    expect(agent.metric('markroute_cni_operations_total', { command: 'DEL', outcome: 'ok' })).toBe(2);
+    expect(agent.metric('markroute_cni_operation_duration_seconds_count', { command: 'ADD', outcome: 'ok' })).toBe(2);
     expect(agent.metric('markroute_cni_operation_duration_seconds_sum', { command: 'ADD', outcome: 'ok' })).toBeGreaterThan(0);
     expect(agent.metric('markroute_last_repair_timestamp_seconds')).toBeGreaterThan(Date.now() / 1000 - 120);
     expect(agent.metric('markroute_repair_failures_total', { target: 'kernel' })).toBe(0);

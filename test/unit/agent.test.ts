@@ -1,12 +1,14 @@
 // The agent's pieces that need no node: when passes run (bursts of events make one pass, never
 // overlapping), --listen's forms, the CNI log read as it grows and counted into the metrics.
-import { appendFileSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { parseListen } from "../../src/agent/http.ts";
 import { AgentMetrics, LogTail } from "../../src/agent/metrics.ts";
 import { repairKind, unobservable } from "../../src/agent/passes.ts";
+import { countPods, stateExists } from "../../src/state/records.ts";
+import { StateStore, type AttachmentRecord } from "../../src/state/store.ts";
 import { MAX_DELAY_MS, PassScheduler, QUIET_MS, type Trigger } from "../../src/agent/schedule.ts";
 
 describe("agent: pass scheduling", () => {
@@ -134,7 +136,7 @@ describe("agent: the CNI log", () => {
   });
 
   it("counts each operation's line by command and outcome with its duration; other lines are ignored", async () => {
-    const m = new AgentMetrics(() => 7);
+    const m = new AgentMetrics(() => ({ marked: 7, unmarked: 2 }));
     m.countLogLine(JSON.stringify({ level: 30, command: "ADD", outcome: "ok", durationMs: 12.5, msg: "ADD ok" }));
     m.countLogLine(JSON.stringify({ level: 50, command: "DEL", outcome: "error", durationMs: 3, code: 11 }));
     m.countLogLine(JSON.stringify({ level: 50, outcome: "error", durationMs: 1 })); // failed before CNI_COMMAND was read
@@ -147,6 +149,36 @@ describe("agent: the CNI log", () => {
     expect(text).toContain('markroute_cni_operation_duration_seconds_sum{command="ADD",outcome="ok"} 0.0125');
     expect(text).toMatch(/^# TYPE markroute_attachments gauge$/m);
     expect(text).toMatch(/^markroute_attachments 7$/m);
+    expect(text).toMatch(/^markroute_pods_unmarked 2$/m);
     expect(text).toMatch(/^# TYPE markroute_repairs_total counter$/m);
+  });
+});
+
+describe("agent: the pods it counts, read from the records without the lock", () => {
+  let dir: string;
+  beforeEach(() => (dir = mkdtempSync(join(tmpdir(), "mr-agent-unit-"))));
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  const record = (id: string, objects: AttachmentRecord["objects"], by: "annotation" | "excluded" | "none"): AttachmentRecord => ({
+    id, version: 1, createdAt: new Date(0).toISOString(), objects,
+    attachment: { network: "pods", containerId: id, ifName: "eth0" } as AttachmentRecord["attachment"],
+    hostMatch: { iface: `veth-${id}`, addresses: [] } as unknown as AttachmentRecord["hostMatch"],
+    selection: { by, reason: "test", ...(by === "annotation" ? { mark: "vpn" } : {}) },
+  });
+
+  it("marked pods (records holding kernel objects) apart from pods passed through; a malformed record is neither; no state directory: none", () => {
+    const stateDir = join(dir, "state");
+    expect(stateExists(stateDir)).toBe(false);
+    expect(countPods(stateDir)).toEqual({ marked: 0, unmarked: 0 });
+    const store = new StateStore(stateDir);
+    store.ensure(true);
+    expect(stateExists(stateDir)).toBe(true);
+    store.writeRecord(record("a", [{ kind: "rpFilter", dev: "eth0", value: 2 }], "annotation"));
+    store.writeRecord(record("b", [], "excluded"));
+    store.writeRecord(record("c", [], "none"));
+    writeFileSync(join(stateDir, "attachments", "d.json"), JSON.stringify({ id: "another" }));
+    writeFileSync(join(stateDir, "attachments", "e.json.tmp"), "{");
+    expect(countPods(stateDir)).toEqual({ marked: 1, unmarked: 2 });
+    expect(existsSync(join(stateDir, "attachments", "e.json.tmp")), "a writer's temporary file is left to the lock's holder").toBe(true);
   });
 });
