@@ -1,6 +1,7 @@
 // The agent's HTTP endpoints (node:http): /metrics in Prometheus' text format, /healthz (the
 // agent runs) and /readyz (the node can serve ADD, as CNI STATUS says).
 import { createServer, type Server } from "node:http";
+import { isIP } from "node:net";
 
 export interface Endpoints {
   metrics(): Promise<{ contentType: string; body: string }>;
@@ -10,12 +11,19 @@ export interface Endpoints {
   notReady(): string | undefined;
 }
 
-/** `ADDR:PORT`, `[ADDR6]:PORT` or `:PORT` (every address). */
+/**
+ * `ADDR:PORT`, `[ADDR]:PORT` (either family: the DaemonSet's `[$(NODE_IP)]:9743` serves IPv4- and
+ * IPv6-primary nodes alike) or `:PORT` (every address). A bare IPv6 address with a port is refused:
+ * where its port starts is ambiguous.
+ */
 export function parseListen(listen: string): { host?: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(listen);
+  const m = /^(?:\[([^\]]*)\]|([^:[\]]*)):(\d{1,5})$/.exec(listen);
   const port = Number(m?.[3]);
-  if (!m || port < 1 || port > 65535) throw new Error(`--listen ${JSON.stringify(listen)}: expected ADDR:PORT, [ADDR6]:PORT or :PORT`);
-  const host = m[1] ?? m[2];
+  const bracketed = m?.[1];
+  if (!m || port < 1 || port > 65535 || (bracketed !== undefined && isIP(bracketed) === 0)) {
+    throw new Error(`--listen ${JSON.stringify(listen)}: expected ADDR:PORT, [ADDR]:PORT (IPv4 or IPv6) or :PORT`);
+  }
+  const host = bracketed ?? m[2];
   return { ...(host ? { host } : {}), port };
 }
 

@@ -103,11 +103,14 @@ describe("agent: --listen", () => {
   it.each([
     ["127.0.0.1:9743", { host: "127.0.0.1", port: 9743 }],
     ["[::1]:80", { host: "::1", port: 80 }],
+    // the DaemonSet's [$(NODE_IP)]:9743, on an IPv6-primary node and on an IPv4 one
+    ["[fd00:10:224::5]:9743", { host: "fd00:10:224::5", port: 9743 }],
+    ["[10.224.0.5]:9743", { host: "10.224.0.5", port: 9743 }],
     [":9743", { port: 9743 }],
     ["0.0.0.0:1", { host: "0.0.0.0", port: 1 }],
   ])("%s", (listen, expected) => expect(parseListen(listen)).toEqual(expected));
 
-  it.each(["9743", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "::1:80", "a:b"])("%s is refused", (listen) =>
+  it.each(["9743", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "::1:80", "fd00:10:224::5:9743", "[]:80", "[node]:80", "[10.0.0.1:80", "a:b"])("%s is refused", (listen) =>
     expect(() => parseListen(listen)).toThrow(/--listen/));
 });
 

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import { parseListen } from '../../src/agent/http.ts';
 import { parseConfig } from '../../src/config.ts';
 import { install } from '../../src/install.ts';
 
@@ -106,7 +107,11 @@ describe('deploy/daemonset.yaml', () => {
     expect(pod.containers).toHaveLength(1);
     const agent = pod.containers[0];
     expect(agent.image).toBe(pod.initContainers[0].image);
-    expect(agent.command).toEqual(['/markroute', 'agent', '--conf-dir', '/host/etc/cni/net.d', '--entry-file', '/config/entry.json', '--listen', '$(NODE_IP):9743']);
+    expect(agent.command).toEqual(['/markroute', 'agent', '--conf-dir', '/host/etc/cni/net.d', '--entry-file', '/config/entry.json', '--listen', '[$(NODE_IP)]:9743']);
+    // kubelet substitutes the node's address, of whichever family is its primary: both are served
+    const listen = agent.command.at(-1) as string;
+    expect(parseListen(listen.replace('$(NODE_IP)', '10.224.0.5'))).toEqual({ host: '10.224.0.5', port: 9743 });
+    expect(parseListen(listen.replace('$(NODE_IP)', 'fd00:10:224::5'))).toEqual({ host: 'fd00:10:224::5', port: 9743 });
     expect(agent.env).toEqual([{ name: 'NODE_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } }]);
     expect(agent.securityContext).toEqual({ privileged: true });
     expect(agent.ports).toEqual([{ name: 'metrics', containerPort: 9743, protocol: 'TCP' }]);
