@@ -91,13 +91,13 @@ export async function cli(args: string[]): Promise<number> {
 
   program.command("agent")
     .description("run in the foreground as the DaemonSet's long-running process: repair what someone changes in the kernel (and, with --entry-file, markroute's conflist entry) within seconds, without a CNI call; serve /metrics, /healthz and /readyz; exit on SIGTERM, leaving the kernel as it is")
-    .option("--state-dir <dir>", "state directory", DEFAULT_STATE_DIR)
+    .option("--state-dir <dir>", `state directory (default: markroute's entry's stateDir, else ${DEFAULT_STATE_DIR})`)
     .option("--conf-dir <dir>", "CNI conf dir: /readyz's netconf, and where the entry is kept", DEFAULT_CONF_DIR)
     .option("--entry-file <path>", "markroute's conflist entry, in a JSON file: put back into the conflist whenever someone rewrites it without it")
     .option("--listen <addr:port>", "where to serve /metrics, /healthz and /readyz", DEFAULT_AGENT_LISTEN)
     .option("--resync <seconds>", "full read-back of the kernel and the conflist every this many seconds, events or not", "30")
-    .option("--log-file <path>", "the CNI operations' log file (the netconf's logFile), read for their metrics", DEFAULT_LOG_FILE)
-    .action(async (opts: { stateDir: string; confDir: string; entryFile?: string; listen: string; resync: string; logFile: string }) => {
+    .option("--log-file <path>", `the CNI operations' log file, read for their metrics (default: markroute's entry's logFile, else ${DEFAULT_LOG_FILE})`)
+    .action(async (opts: { stateDir?: string; confDir: string; entryFile?: string; listen: string; resync: string; logFile?: string }) => {
       const resyncSeconds = Number(opts.resync);
       if (!(resyncSeconds >= 1 && resyncSeconds <= 86_400)) throw new Error(`--resync ${opts.resync}: expected seconds, from 1 to 86400`);
       // Loaded here only: the CNI path (ADD, DEL...) never pays for the agent's modules.

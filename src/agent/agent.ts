@@ -11,21 +11,23 @@ import { readEntry } from "../install/entry.js";
 import { openLog, type LogFields } from "../log.js";
 import { countPods } from "../state/records.js";
 import { parseListen, serve } from "./http.js";
+import { agentPaths, currentEntry } from "./paths.js";
 import { AgentMetrics, LogTail } from "./metrics.js";
 import { keepEntry, repairKernel, repairKind, unobservable } from "./passes.js";
 import { PassScheduler, type Trigger } from "./schedule.js";
 import { KERNEL_MONITORS, monitor, watchDir, type EventSource } from "./watch.js";
 
 export interface AgentOptions {
-  stateDir: string;
+  /** Default: markroute's entry's (paths.ts). */
+  stateDir?: string;
   /** The conf dir the runtime reads: /readyz's netconf, and where the entry is kept. */
   confDir: string;
   /** markroute's conflist entry: with it, the agent keeps the entry in the runtime's conflist. */
   entryFile?: string;
   listen: string;
   resyncSeconds: number;
-  /** The CNI processes' log file (their netconf's logFile), read for the operations' metrics. */
-  logFile: string;
+  /** The CNI processes' log file (their netconf's logFile), read for the operations' metrics. Default: markroute's entry's. */
+  logFile?: string;
 }
 
 /** How often objects without kernel events (ipsets, iptables-legacy chains) are read back, when the records hold any. */
@@ -35,12 +37,16 @@ const LOG_READ_MS = 5000;
 /** A pass running longer than this is stuck: /healthz fails, and kubelet restarts the agent. */
 const STUCK_MS = 60_000;
 
-export async function runAgent(opts: AgentOptions): Promise<number> {
-  parseListen(opts.listen); // a typo is refused before anything starts
+export async function runAgent(given: AgentOptions): Promise<number> {
+  parseListen(given.listen); // a typo is refused before anything starts
   const log = openLog("stderr", "info");
+  const { warnings, ...paths } = agentPaths(given, currentEntry(given.confDir, given.entryFile));
+  for (const w of warnings) log.warn({}, w);
+  const opts = { ...given, ...paths };
   const metrics = new AgentMetrics(() => countPods(opts.stateDir));
-  const tail = new LogTail(opts.logFile);
-  const readLog = () => tail.read().forEach((line) => metrics.countLogLine(line));
+  // an entry logging to the runtime's stderr leaves no file to read
+  const tail = opts.logFile === "stderr" ? undefined : new LogTail(opts.logFile);
+  const readLog = () => tail?.read().forEach((line) => metrics.countLogLine(line));
   let unobservableObjects = 0;
   let passStartedAt: number | undefined;
   const problems = new Map<string, string>();

@@ -65,7 +65,9 @@ describe.each<Backend>(['nftables', 'iptables'])('markroute agent repairs the no
     await lab?.destroy();
   });
 
-  test('/healthz and /readyz answer 200; /metrics counts the attachments', async () => {
+  test('/healthz and /readyz answer 200; /metrics counts the attachments; it follows the entry\'s stateDir and logFile', async () => {
+    expect(agent.stderr()).toContain(`"stateDir":${JSON.stringify(`${lab.dir}/state`)}`);
+    expect(agent.stderr()).toContain(`"logFile":${JSON.stringify(`${lab.dir}/markroute.log`)}`);
     expect(agent.get('/healthz').code).toBe(200);
     expect(agent.get('/readyz')).toEqual({ code: 200, body: 'ok\n' });
     expect(await timeUntil(() => agent.metric('markroute_attachments') === 2)).toBeLessThan(Infinity);

@@ -1,5 +1,6 @@
-// `markroute agent` in a lab's node namespace: started with the lab's state dir, log file and a
-// conf dir of its own (the lab's conflist, markroute's entry in a file beside it), scraped with
+// `markroute agent` in a lab's node namespace: started with a conf dir of its own (the lab's
+// conflist, markroute's entry in a file beside it), whose entry names the lab's state dir and log
+// file (the agent follows them, as the CNI binary does: no --state-dir, no --log-file), scraped with
 // curl inside the namespace, stopped with a signal. What a suite needs to watch it repair.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -38,8 +39,7 @@ export async function startAgent(lab: Lab, list: Conflist, { extra = [], wrap = 
   const entryFile = join(lab.dir, 'entry.json');
   writeFileSync(entryFile, JSON.stringify(list.plugins.find((p) => p.type === 'markroute')));
   const argv = inNs(lab.ns.node, [...wrap, findPlugin('markroute', lab.cniPath)!, 'agent',
-    '--state-dir', join(lab.dir, 'state'), '--conf-dir', confDir, '--entry-file', entryFile,
-    '--listen', AGENT_LISTEN, '--log-file', join(lab.dir, 'markroute.log'), ...extra]);
+    '--conf-dir', confDir, '--entry-file', entryFile, '--listen', AGENT_LISTEN, ...extra]);
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));

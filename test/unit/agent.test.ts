@@ -1,12 +1,13 @@
 // The agent's pieces that need no node: when passes run (bursts of events make one pass, never
 // overlapping), --listen's forms, the CNI log read as it grows and counted into the metrics.
-import { appendFileSync, existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { parseListen } from "../../src/agent/http.ts";
 import { AgentMetrics, LogTail } from "../../src/agent/metrics.ts";
 import { repairKind, unobservable } from "../../src/agent/passes.ts";
+import { agentPaths, currentEntry } from "../../src/agent/paths.ts";
 import { countPods, stateExists } from "../../src/state/records.ts";
 import { StateStore, type AttachmentRecord } from "../../src/state/store.ts";
 import { MAX_DELAY_MS, PassScheduler, QUIET_MS, type Trigger } from "../../src/agent/schedule.ts";
@@ -183,5 +184,45 @@ describe("agent: the pods it counts, read from the records without the lock", ()
     writeFileSync(join(stateDir, "attachments", "e.json.tmp"), "{");
     expect(countPods(stateDir)).toEqual({ marked: 1, unmarked: 2 });
     expect(existsSync(join(stateDir, "attachments", "e.json.tmp")), "a writer's temporary file is left to the lock's holder").toBe(true);
+  });
+});
+
+describe("agent: the state directory and log it follows are the CNI binary's", () => {
+  let dir: string;
+  beforeEach(() => (dir = mkdtempSync(join(tmpdir(), "mr-agent-unit-"))));
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  const entry = { type: "markroute", stateDir: "/run/mr-state", logFile: "/run/mr.log" };
+
+  it("not given: the entry's; given: what is given, with a warning where it differs from the entry's", () => {
+    expect(agentPaths({}, entry)).toEqual({ stateDir: "/run/mr-state", logFile: "/run/mr.log", warnings: [] });
+    expect(agentPaths({ stateDir: "/run/mr-state" }, entry)).toEqual({ stateDir: "/run/mr-state", logFile: "/run/mr.log", warnings: [] });
+    const differs = agentPaths({ stateDir: "/var/lib/cni/markroute", logFile: "/var/log/markroute.log" }, entry);
+    expect(differs).toMatchObject({ stateDir: "/var/lib/cni/markroute", logFile: "/var/log/markroute.log" });
+    expect(differs.warnings).toEqual([
+      "--state-dir /var/lib/cni/markroute differs from markroute's entry's stateDir /run/mr-state: the CNI operations use the entry's, the agent follows /var/lib/cni/markroute",
+      "--log-file /var/log/markroute.log differs from markroute's entry's logFile /run/mr.log: the CNI operations use the entry's, the agent follows /var/log/markroute.log",
+    ]);
+  });
+
+  it("an entry naming neither, or no entry at all: the CNI binary's defaults, and nothing to warn about", () => {
+    const defaults = { stateDir: "/var/lib/cni/markroute", logFile: "/var/log/markroute.log", warnings: [] };
+    expect(agentPaths({}, { type: "markroute" })).toEqual(defaults);
+    expect(agentPaths({}, undefined)).toEqual(defaults);
+    expect(agentPaths({ stateDir: "/x" }, undefined)).toEqual({ ...defaults, stateDir: "/x" });
+    expect(agentPaths({}, { type: "markroute", logFile: "stderr" }).logFile).toBe("stderr");
+  });
+
+  it("the entry: the conflist's markroute entry (what the CNI binary runs with), else --entry-file's, else none", () => {
+    const confDir = join(dir, "net.d");
+    const entryFile = join(dir, "entry.json");
+    mkdirSync(confDir);
+    writeFileSync(entryFile, JSON.stringify({ ...entry, stateDir: "/from-file" }));
+    expect(currentEntry(confDir, undefined)).toBeUndefined();
+    expect(currentEntry(confDir, entryFile)).toMatchObject({ stateDir: "/from-file" });
+    writeFileSync(join(confDir, "10-pods.conflist"), JSON.stringify({ cniVersion: "1.0.0", name: "pods", plugins: [{ type: "ptp" }, entry] }));
+    expect(currentEntry(confDir, entryFile)).toMatchObject({ stateDir: "/run/mr-state" });
+    expect(currentEntry(confDir, undefined)).toMatchObject({ stateDir: "/run/mr-state" });
+    expect(currentEntry(confDir, join(dir, "missing.json"))).toMatchObject({ stateDir: "/run/mr-state" });
   });
 });
