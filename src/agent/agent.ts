@@ -34,8 +34,10 @@ export interface AgentOptions {
 const POLL_MS = 1000;
 /** How often the CNI log is read between scrapes. */
 const LOG_READ_MS = 5000;
-/** A pass running longer than this is stuck: /healthz fails, and kubelet restarts the agent. */
+/** Passes wanted this long without one ending (at least twice the resync): the agent is stuck, /healthz fails, and kubelet restarts it. */
 const STUCK_MS = 60_000;
+/** A pass that waited this long for the lock is logged (CNI operations held it: a burst, or one that hangs). */
+const LONG_LOCK_WAIT_MS = 1000;
 
 export async function runAgent(given: AgentOptions): Promise<number> {
   parseListen(given.listen); // a typo is refused before anything starts
@@ -48,7 +50,6 @@ export async function runAgent(given: AgentOptions): Promise<number> {
   const tail = opts.logFile === "stderr" ? undefined : new LogTail(opts.logFile);
   const readLog = () => tail?.read().forEach((line) => metrics.countLogLine(line));
   let unobservableObjects = 0;
-  let passStartedAt: number | undefined;
   const problems = new Map<string, string>();
   /** A problem is logged when it starts or changes, not at every pass. */
   const report = (target: string, message: string | undefined) => {
@@ -64,12 +65,12 @@ export async function runAgent(given: AgentOptions): Promise<number> {
   };
 
   const kernel = new PassScheduler(async (trigger: Trigger) => {
-    passStartedAt = Date.now();
     const end = metrics.passSeconds.startTimer();
     metrics.passes.inc({ trigger });
     try {
       const pass = await repairKernel(opts.stateDir, trigger === "poll" ? unobservable : undefined);
       unobservableObjects = pass.unobservable;
+      if (pass.lockWaitMs > LONG_LOCK_WAIT_MS) log.warn({ trigger, lockWaitMs: Math.round(pass.lockWaitMs) }, `a pass waited ${(pass.lockWaitMs / 1000).toFixed(1)} s for the state lock (CNI operations held it)`);
       const recovered = pass.recovered && !pass.recoveryError;
       if (pass.repaired.length || recovered) {
         repaired([...pass.repaired.map(repairKind), ...(recovered ? ["recovery"] : [])], { trigger, repaired: pass.repaired, recovered },
@@ -82,10 +83,10 @@ export async function runAgent(given: AgentOptions): Promise<number> {
       report("kernel", `repair pass failed (the next pass tries again): ${(err as Error).message}`);
     } finally {
       end();
-      passStartedAt = undefined;
     }
   });
 
+  const stuckMs = Math.max(STUCK_MS, 2 * opts.resyncSeconds * 1000);
   const entryFile = opts.entryFile;
   const conflist = new PassScheduler(async () => {
     if (!entryFile) return;
@@ -122,7 +123,10 @@ export async function runAgent(given: AgentOptions): Promise<number> {
         readLog();
         return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
       },
-      unhealthy: () => (passStartedAt !== undefined && Date.now() - passStartedAt > STUCK_MS ? `a repair pass has run for over ${STUCK_MS / 1000} s` : undefined),
+      unhealthy: () => {
+        const stalled = kernel.stalledMs();
+        return stalled > stuckMs ? `no repair pass has ended for ${Math.round(stalled / 1000)} s while passes were wanted (over ${stuckMs / 1000} s: stuck)` : undefined;
+      },
       notReady: () => notReady(opts),
     });
   } catch (err) {

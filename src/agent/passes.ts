@@ -2,10 +2,11 @@
 // under the lock, as `markroute reconcile` would) and the conflist entry (put back by the same code
 // as `markroute install`). Each pass is one operation: the lock is held for it alone.
 import { existsSync } from "node:fs";
-import { withState, type Repair } from "../engine.js";
+import { LOCK_TIMEOUT_MS, withState, type Repair } from "../engine.js";
 import { installEntry, type EntryInstalled } from "../install/conf-dir.js";
 import { readEntry } from "../install/entry.js";
 import type { KernelObject } from "../plan.js";
+import { acquireLockInBackground } from "../state/lock.js";
 import { stateExists } from "../state/records.js";
 
 export interface KernelPass {
@@ -17,6 +18,8 @@ export interface KernelPass {
   recoveryError?: string;
   /** How many of the objects the records need the kernel does not report changes of (see `unobservable`). */
   unobservable: number;
+  /** How long the pass waited for the lock (CNI operations held it). */
+  lockWaitMs: number;
 }
 
 /**
@@ -42,16 +45,22 @@ export const repairKind = (r: Repair): string => r.key.slice(0, r.key.indexOf("/
  */
 export async function repairKernel(stateDir: string, only?: (o: KernelObject) => boolean): Promise<KernelPass> {
   if (!stateExists(stateDir)) {
-    return { repaired: [], recovered: false, unobservable: 0 };
+    return { repaired: [], recovered: false, unobservable: 0, lockWaitMs: 0 };
   }
-  return withState(stateDir, (session) => {
-    const repaired = session.repair((o) => repairable(o) && (only?.(o) ?? true));
-    const { recovered, recoveryError } = session.summary;
-    return {
-      repaired, recovered, ...(recoveryError ? { recoveryError } : {}),
-      unobservable: session.view.wanted().filter(unobservable).length,
-    };
-  });
+  // Waited for off the event loop; the engine's own acquisition then nests in it (src/state/lock.ts).
+  const lock = await acquireLockInBackground(stateDir, LOCK_TIMEOUT_MS);
+  try {
+    return await withState(stateDir, (session) => {
+      const repaired = session.repair((o) => repairable(o) && (only?.(o) ?? true));
+      const { recovered, recoveryError } = session.summary;
+      return {
+        repaired, recovered, ...(recoveryError ? { recoveryError } : {}),
+        unobservable: session.view.wanted().filter(unobservable).length, lockWaitMs: lock.waitedMs,
+      };
+    });
+  } finally {
+    await lock.release();
+  }
 }
 
 /** markroute's entry in the conflist the runtime uses, put back if someone rewrote the file without it. */

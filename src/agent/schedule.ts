@@ -14,12 +14,18 @@ export class PassScheduler {
   private wanted: Trigger | undefined;
   private running = false;
   private stopped = false;
+  /** When a pass was first asked for that none has served yet (undefined: none is wanted or running). */
+  private waitingSince: number | undefined;
+  private lastEnded: number;
 
-  constructor(private readonly run: (trigger: Trigger) => Promise<void>, private readonly now: () => number = Date.now) {}
+  constructor(private readonly run: (trigger: Trigger) => Promise<void>, private readonly now: () => number = Date.now) {
+    this.lastEnded = now();
+  }
 
   /** A pass after `quietMs` without another request (at most MAX_DELAY_MS after the first one waiting). */
   request(trigger: Trigger, quietMs = QUIET_MS): void {
     if (this.stopped) return;
+    this.waitingSince ??= this.now();
     // A full read-back covers a poll's; a poll never narrows a full one already asked for.
     this.wanted = this.wanted && this.wanted !== "poll" ? this.wanted : trigger;
     if (this.running) return; // run again when the pass under way ends
@@ -32,6 +38,14 @@ export class PassScheduler {
   /** True while a pass runs (a poll is skipped then: the pass under way reads everything). */
   get busy(): boolean {
     return this.running || this.timer !== undefined;
+  }
+
+  /**
+   * How long passes have been wanted without one ending (0: none is wanted): /healthz's measure of
+   * an agent that no longer makes progress (a pass waiting for the lock or for a tool that hangs).
+   */
+  stalledMs(): number {
+    return this.waitingSince === undefined ? 0 : this.now() - Math.max(this.waitingSince, this.lastEnded);
   }
 
   stop(): void {
@@ -50,7 +64,9 @@ export class PassScheduler {
       await this.run(trigger);
     } finally {
       this.running = false;
-      if (this.wanted) this.request(this.wanted, 0);
+      this.lastEnded = this.now();
+      if (!this.wanted) this.waitingSince = undefined;
+      else this.request(this.wanted, 0);
     }
   }
 }

@@ -12,9 +12,14 @@
 // fresh sequence number into the file, and a waiter that times out waits again if the holder
 // changed meanwhile. So 200 pods starting at once all get their turn, while one holder that hangs
 // for `stuckMs` makes everyone behind it answer "try again later".
-import { spawnSync } from "node:child_process";
+//
+// The agent must not freeze while it waits (its probes, metrics and SIGTERM run on the same event
+// loop): it takes the lock with `acquireLockInBackground`, whose `flock --wait` child runs while
+// the loop goes on, then runs the engine's operation, whose `acquireLock` finds the lock held by
+// this process and nests (a second open file description would wait for our own lock forever).
+import { spawn, spawnSync } from "node:child_process";
 import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { CniError, ErrorCode } from "../cni/errors.js";
 import { openLibrary } from "../kernel/ffi.js";
 
@@ -28,19 +33,47 @@ export const LOCK_FILE = "lock";
 /** flock's exit status when the wait ran out. */
 const TIMED_OUT = 75;
 
+/** The lock files this process holds through `acquireLockInBackground`, by path. */
+const heldHere = new Set<string>();
+
 export async function acquireLock(stateDir: string, stuckMs: number): Promise<HeldLock> {
   const path = join(stateDir, LOCK_FILE);
+  if (heldHere.has(path)) return { waitedMs: 0, release: async () => {} }; // the outer holder releases it
+  return holdLock(path, stuckMs, (fd) => flockWait(fd, path, stuckMs));
+}
+
+/**
+ * The lock, waited for without blocking the event loop (the agent's): a held lock is waited for by
+ * a `flock --wait` child, as `acquireLock` does, but not synchronously; the kernel hands the lock
+ * to one of its waiters, this one as fairly as the CNI operations, so a burst of them delays a
+ * pass without starving it. While it is held, `acquireLock` of this process nests in it.
+ */
+export async function acquireLockInBackground(stateDir: string, stuckMs: number): Promise<HeldLock> {
+  const path = join(stateDir, LOCK_FILE);
+  const lock = await holdLock(path, stuckMs, (fd) => flockWaitInBackground(fd, path, stuckMs));
+  heldHere.add(path);
+  return {
+    waitedMs: lock.waitedMs,
+    release: async () => {
+      heldHere.delete(path);
+      await lock.release();
+    },
+  };
+}
+
+/** Locks `path` at once if it is free, else with `wait` (false: `stuckMs` passed), waiting again while holders change. */
+async function holdLock(path: string, stuckMs: number, wait: (fd: number) => boolean | Promise<boolean>): Promise<HeldLock> {
   const fd = openLockFile(path);
   const started = performance.now();
   try {
     for (let first = true; ; first = false) {
       const seen = readSequence(fd);
-      if ((first && tryLockNow(fd)) || flockWait(fd, path, stuckMs)) {
+      if ((first && tryLockNow(fd)) || (await wait(fd))) {
         writeSequence(fd, `${process.pid}.${seen + 1}`);
         return { waitedMs: performance.now() - started, release: async () => closeSync(fd) };
       }
       if (readSequence(fd) === seen) {
-        throw new CniError(ErrorCode.tryAgainLater, `another markroute operation has held the lock on ${stateDir} for over ${stuckMs} ms; try again later`);
+        throw new CniError(ErrorCode.tryAgainLater, `another markroute operation has held the lock on ${dirname(path)} for over ${stuckMs} ms; try again later`);
       }
     }
   } catch (err) {
@@ -79,17 +112,42 @@ function tryLockNow(fd: number): boolean {
   return libc !== null && libc.flock(fd, LOCK_EX | LOCK_NB) === 0;
 }
 
+const flockArgs = (stuckMs: number) => ["--exclusive", "--wait", String(stuckMs / 1000), "--conflict-exit-code", String(TIMED_OUT), "3"];
+
 /** Locks `fd` through a child; false when `stuckMs` passed first. */
 function flockWait(fd: number, path: string, stuckMs: number): boolean {
-  const res = spawnSync("flock", ["--exclusive", "--wait", String(stuckMs / 1000), "--conflict-exit-code", String(TIMED_OUT), "3"], {
-    stdio: ["ignore", "ignore", "pipe", fd],
-    encoding: "utf8",
+  const res = spawnSync("flock", flockArgs(stuckMs), { stdio: ["ignore", "ignore", "pipe", fd], encoding: "utf8" });
+  return flockOutcome(res.status, res.error, res.stderr, path);
+}
+
+/** The same, the child waited for while the event loop runs. */
+function flockWaitInBackground(fd: number, path: string, stuckMs: number): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("flock", flockArgs(stuckMs), { stdio: ["ignore", "ignore", "pipe", fd] });
+    let stderr = "";
+    let settled = false;
+    const settle = (status: number | null, error?: Error) => {
+      if (settled) return;
+      settled = true;
+      try {
+        resolve(flockOutcome(status, error, stderr, path));
+      } catch (err) {
+        reject(err);
+      }
+    };
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    child.on("error", (err) => settle(null, err)); // not started (flock missing)
+    child.on("close", (status) => settle(status));
   });
-  if (res.status === 0) return true;
-  if (res.status === TIMED_OUT) return false;
-  const missing = (res.error as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
+}
+
+/** True: locked; false: the wait ran out; otherwise why flock could not lock. */
+function flockOutcome(status: number | null, error: Error | undefined, stderr: string, path: string): boolean {
+  if (status === 0) return true;
+  if (status === TIMED_OUT) return false;
+  const missing = (error as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
   throw new CniError(missing ? ErrorCode.pluginNotAvailable : ErrorCode.stateStore,
-    missing ? "flock (util-linux) is not installed on this node" : `cannot lock ${path}: ${res.error?.message ?? res.stderr.trim()}`);
+    missing ? "flock (util-linux) is not installed on this node" : `cannot lock ${path}: ${error?.message ?? stderr.trim()}`);
 }
 
 /** The holder's sequence number: it changes with every acquisition. */

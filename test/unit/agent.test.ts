@@ -73,6 +73,25 @@ describe("agent: pass scheduling", () => {
     expect(runs).toEqual(["event", "resync"]);
   });
 
+  it("stalledMs: how long passes have been wanted without one ending (a pass that hangs), 0 once one ends; idle time does not count", async () => {
+    let finish = () => {};
+    const s = new PassScheduler(() => new Promise<void>((r) => (finish = r)), () => Date.now());
+    await vi.advanceTimersByTimeAsync(600_000); // idle: nothing wanted
+    expect(s.stalledMs()).toBe(0);
+    s.request("event");
+    await vi.advanceTimersByTimeAsync(90_000); // the pass started after QUIET_MS and hangs
+    expect(s.stalledMs()).toBe(90_000);
+    s.request("event"); // wanted again meanwhile: still measured from the first request
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(s.stalledMs()).toBe(100_000);
+    finish(); // it ends; the one wanted meanwhile starts at once and hangs in turn
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(s.stalledMs()).toBe(1000);
+    finish();
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(s.stalledMs()).toBe(0);
+  });
+
   it("stopped: no more passes", async () => {
     const { s, runs } = scheduler();
     s.request("event");
