@@ -14,7 +14,7 @@ import { parseListen, serve } from "./http.js";
 import { agentPaths, currentEntry } from "./paths.js";
 import { AgentMetrics, LogTail } from "./metrics.js";
 import { keepEntry, repairKernel, repairKind, unobservable } from "./passes.js";
-import { PassScheduler, type Trigger } from "./schedule.js";
+import { PassScheduler, RepairBrake, type Trigger } from "./schedule.js";
 import { KERNEL_MONITORS, monitor, watchDir, type EventSource } from "./watch.js";
 
 export interface AgentOptions {
@@ -36,6 +36,9 @@ const POLL_MS = 1000;
 const LOG_READ_MS = 5000;
 /** Passes wanted this long without one ending (at least twice the resync): the agent is stuck, /healthz fails, and kubelet restarts it. */
 const STUCK_MS = 60_000;
+/** Put-backs of the conflist entry within a minute beyond which someone is fighting the agent, and how long it then leaves the file alone. */
+const CONFLIST_REWRITES_PER_MINUTE = 5;
+const CONFLIST_PAUSE_MS = 5 * 60_000;
 /** A pass that waited this long for the lock is logged (CNI operations held it: a burst, or one that hangs). */
 const LONG_LOCK_WAIT_MS = 1000;
 
@@ -88,11 +91,20 @@ export async function runAgent(given: AgentOptions): Promise<number> {
 
   const stuckMs = Math.max(STUCK_MS, 2 * opts.resyncSeconds * 1000);
   const entryFile = opts.entryFile;
+  const brake = new RepairBrake(CONFLIST_REWRITES_PER_MINUTE, 60_000, CONFLIST_PAUSE_MS);
   const conflist = new PassScheduler(async () => {
-    if (!entryFile) return;
+    if (!entryFile || brake.pausedFor() > 0) return; // the resync after the pause tries again
     try {
       const kept = keepEntry(opts.confDir, entryFile);
-      if (kept.action !== "unchanged") repaired(["conflistEntry"], { conflist: kept }, `markroute's entry ${kept.action} in ${kept.path}`);
+      if (kept.action !== "unchanged") {
+        repaired(["conflistEntry"], { conflist: kept }, `markroute's entry ${kept.action} in ${kept.path}`);
+        if (brake.record()) {
+          metrics.failedRepairs.inc({ target: "conflist" });
+          log.error({ conflist: kept.path }, `someone keeps rewriting ${kept.path} without markroute's entry (over ${brake.limit} times in a minute; an installer that regenerates it, as Multus's does?): ` +
+            `the agent stops putting it back for ${brake.pauseMs / 60_000} min rather than fight it; chain markroute in that installer's template`);
+          return;
+        }
+      }
       report("conflist", undefined);
     } catch (err) {
       metrics.failedRepairs.inc({ target: "conflist" });

@@ -70,3 +70,35 @@ export class PassScheduler {
     }
   }
 }
+
+/**
+ * Put-backs of one thing beyond `limit` within `windowMs` mean someone keeps undoing them (an
+ * installer that regenerates the conflist, as Multus's does): rather than fight it endlessly, the
+ * agent pauses putting it back for `pauseMs`, then tries again.
+ */
+export class RepairBrake {
+  private times: number[] = [];
+  private pausedUntil = 0;
+
+  constructor(
+    readonly limit: number,
+    readonly windowMs: number,
+    readonly pauseMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** How long the pause still lasts (0: not paused). */
+  pausedFor(): number {
+    return Math.max(0, this.pausedUntil - this.now());
+  }
+
+  /** One more put-back; true when that makes too many within the window, and the pause starts. */
+  record(): boolean {
+    const now = this.now();
+    this.times = [...this.times.filter((t) => now - t < this.windowMs), now];
+    if (this.times.length <= this.limit) return false;
+    this.times = [];
+    this.pausedUntil = now + this.pauseMs;
+    return true;
+  }
+}

@@ -12,8 +12,22 @@ export const KERNEL_MONITORS: string[][] = [
   ["nft", "monitor"],
 ];
 
-/** A monitor that dies is started again after this long. */
-const RESTART_MS = 1000;
+/**
+ * A monitor that dies is started again after `firstMs`, then twice as long each time it dies again
+ * (up to `maxMs`), so one that cannot run (a kernel without nftables) costs a start every `maxMs`,
+ * not every second; one that stayed up `stableMs` starts from `firstMs` again.
+ */
+export interface RestartBackoff {
+  firstMs: number;
+  maxMs: number;
+  stableMs: number;
+}
+
+export const RESTART_BACKOFF: RestartBackoff = { firstMs: 1000, maxMs: 30_000, stableMs: 60_000 };
+
+/** The delay before the next start of a monitor that ran for `upMs` after a delay of `lastMs` (undefined: its first death). */
+export const nextRestartMs = (b: RestartBackoff, lastMs: number | undefined, upMs: number): number =>
+  lastMs === undefined || upMs >= b.stableMs ? b.firstMs : Math.min(b.maxMs, lastMs * 2);
 
 /** Where `tool` is on PATH, if it is. */
 function onPath(tool: string): string | undefined {
@@ -36,38 +50,49 @@ const withParentDeath = (argv: string[]): string[] => (onPath("setpriv") ? ["set
 
 export interface EventSource {
   stop(): void;
+  /** True while its events can come (a monitor's process runs). */
+  running(): boolean;
 }
 
 /**
  * Runs `argv` for as long as the agent runs, calling `onEvent` for each line it prints (after
  * `nft monitor`'s "# new generation" comments are dropped: each follows a change already seen).
- * A monitor that fails to start or dies is restarted; one that is not installed is given up, said once.
+ * A monitor that fails to start or dies is restarted (with `backoff`), its last line on stderr in
+ * the message; one that is not installed is given up, said once.
  */
-export function monitor(argv: string[], onEvent: () => void, onProblem: (message: string) => void): EventSource {
+export function monitor(argv: string[], onEvent: () => void, onProblem: (message: string) => void, backoff = RESTART_BACKOFF): EventSource {
   let child: ChildProcess | undefined;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
+  let delay: number | undefined;
   if (!onPath(argv[0]!)) {
     onProblem(`${argv[0]} is not installed: no ${argv.join(" ")} events (the periodic read-back still runs)`);
-    return { stop() {} };
+    return { stop() {}, running: () => false };
   }
   const run = withParentDeath(argv);
   const start = () => {
     let partial = "";
-    const c = spawn(run[0]!, run.slice(1), { stdio: ["ignore", "pipe", "ignore"] });
+    let lastError = "";
+    const startedAt = Date.now();
+    const c = spawn(run[0]!, run.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
     child = c;
     c.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
       const lines = (partial + chunk).split("\n");
       partial = lines.pop()!;
       if (lines.some((l) => l && !l.startsWith("#"))) onEvent();
     });
+    c.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
+      lastError = chunk.split("\n").map((l) => l.trim()).filter(Boolean).at(-1) ?? lastError;
+    });
     c.on("error", (err) => onProblem(`${argv.join(" ")}: ${err.message}`));
-    c.on("close", () => {
+    c.on("close", (code, signal) => {
       if (stopped) return;
-      onProblem(`${argv.join(" ")} exited; restarting it`);
+      delay = nextRestartMs(backoff, delay, Date.now() - startedAt);
+      const how = signal ? `killed by ${signal}` : `exited ${code}`;
+      onProblem(`${argv.join(" ")} ${how}${lastError ? `: ${lastError}` : ""}; restarting it in ${delay / 1000} s`);
       // what happened while it was down is read back by the pass this schedules
       onEvent();
-      timer = setTimeout(start, RESTART_MS);
+      timer = setTimeout(start, delay);
     });
   };
   start();
@@ -77,6 +102,7 @@ export function monitor(argv: string[], onEvent: () => void, onProblem: (message
       clearTimeout(timer);
       if (child && child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
     },
+    running: () => child !== undefined && child.exitCode === null && child.signalCode === null && child.pid !== undefined,
   };
 }
 
@@ -89,5 +115,5 @@ export function watchDir(dir: string, onEvent: () => void, onProblem: (message: 
   } catch (err) {
     onProblem(`cannot watch ${dir} (${(err as Error).message}): the conflist entry is checked every resync only`);
   }
-  return { stop: () => watcher?.close() };
+  return { stop: () => watcher?.close(), running: () => watcher !== undefined };
 }

@@ -10,7 +10,8 @@ import { repairKind, unobservable } from "../../src/agent/passes.ts";
 import { agentPaths, currentEntry } from "../../src/agent/paths.ts";
 import { countPods, stateExists } from "../../src/state/records.ts";
 import { StateStore, type AttachmentRecord } from "../../src/state/store.ts";
-import { MAX_DELAY_MS, PassScheduler, QUIET_MS, type Trigger } from "../../src/agent/schedule.ts";
+import { MAX_DELAY_MS, PassScheduler, QUIET_MS, RepairBrake, type Trigger } from "../../src/agent/schedule.ts";
+import { RESTART_BACKOFF, monitor, nextRestartMs } from "../../src/agent/watch.ts";
 
 describe("agent: pass scheduling", () => {
   beforeEach(() => vi.useFakeTimers());
@@ -243,5 +244,45 @@ describe("agent: the state directory and log it follows are the CNI binary's", (
     expect(currentEntry(confDir, entryFile)).toMatchObject({ stateDir: "/run/mr-state" });
     expect(currentEntry(confDir, undefined)).toMatchObject({ stateDir: "/run/mr-state" });
     expect(currentEntry(confDir, join(dir, "missing.json"))).toMatchObject({ stateDir: "/run/mr-state" });
+  });
+});
+
+describe("agent: a conflist someone keeps rewriting", () => {
+  it("over `limit` put-backs within the window: the agent pauses for pauseMs, then puts it back again; put-backs spread out never pause it", () => {
+    let now = 0;
+    const brake = new RepairBrake(5, 60_000, 300_000, () => now);
+    for (let i = 0; i < 10; i++, now += 20_000) expect(brake.record(), `spread out, put-back ${i}`).toBe(false); // 3 a minute
+    now += 60_000;
+    const burst = Array.from({ length: 6 }, () => ((now += 1000), brake.record()));
+    expect(burst).toEqual([false, false, false, false, false, true]);
+    expect(brake.pausedFor()).toBe(300_000);
+    now += 299_000;
+    expect(brake.pausedFor()).toBe(1000);
+    now += 1000;
+    expect(brake.pausedFor()).toBe(0);
+    expect(brake.record(), "the count starts again after the pause").toBe(false);
+  });
+});
+
+describe("agent: a monitor that keeps dying", () => {
+  it("is restarted after 1 s, then twice as long each time up to 30 s; after a while up, from 1 s again", () => {
+    const delays: number[] = [];
+    let last: number | undefined;
+    for (let i = 0; i < 7; i++) delays.push((last = nextRestartMs(RESTART_BACKOFF, last, 50)));
+    expect(delays).toEqual([1000, 2000, 4000, 8000, 16_000, 30_000, 30_000]);
+    expect(nextRestartMs(RESTART_BACKOFF, 30_000, RESTART_BACKOFF.stableMs)).toBe(1000);
+  });
+
+  it("each restart says how it ended, with its last line on stderr, and when it starts again; its death wakes a pass", async () => {
+    const problems: string[] = [];
+    let events = 0;
+    const script = 'echo "first line" >&2; echo "nft: netlink: Error: cannot open socket" >&2; exit 3';
+    const source = monitor(["sh", "-c", script], () => events++, (m) => problems.push(m), { firstMs: 20, maxMs: 80, stableMs: 60_000 });
+    await new Promise((r) => setTimeout(r, 600));
+    source.stop();
+    const restarts = problems.map((m) => /restarting it in ([\d.]+) s$/.exec(m)?.[1]);
+    expect(restarts.slice(0, 4)).toEqual(["0.02", "0.04", "0.08", "0.08"]);
+    expect(problems[0]).toBe(`sh -c ${script} exited 3: nft: netlink: Error: cannot open socket; restarting it in 0.02 s`);
+    expect(events).toBe(problems.length);
   });
 });
