@@ -15,7 +15,7 @@ import { agentPaths, currentEntry } from "./paths.js";
 import { AgentMetrics, LogTail } from "./metrics.js";
 import { keepEntry, repairKernel, repairKind, unobservable } from "./passes.js";
 import { PassScheduler, RepairBrake, type Trigger } from "./schedule.js";
-import { KERNEL_MONITORS, monitor, watchDir, type EventSource } from "./watch.js";
+import { IP_MONITOR, NFT_MONITOR, monitor, watchDir, type EventSource } from "./watch.js";
 
 export interface AgentOptions {
   /** Default: markroute's entry's (paths.ts). */
@@ -71,7 +71,7 @@ export async function runAgent(given: AgentOptions): Promise<number> {
     const end = metrics.passSeconds.startTimer();
     metrics.passes.inc({ trigger });
     try {
-      const pass = await repairKernel(opts.stateDir, trigger === "poll" ? unobservable : undefined);
+      const pass = await repairKernel(opts.stateDir, unobservable(nft.running()), trigger === "poll");
       unobservableObjects = pass.unobservable;
       if (pass.lockWaitMs > LONG_LOCK_WAIT_MS) log.warn({ trigger, lockWaitMs: Math.round(pass.lockWaitMs) }, `a pass waited ${(pass.lockWaitMs / 1000).toFixed(1)} s for the state lock (CNI operations held it)`);
       const recovered = pass.recovered && !pass.recoveryError;
@@ -113,7 +113,8 @@ export async function runAgent(given: AgentOptions): Promise<number> {
   });
 
   const onProblem = (message: string) => log.warn({}, message);
-  const sources: EventSource[] = KERNEL_MONITORS.map((argv) => monitor(argv, () => kernel.request("event"), onProblem));
+  const nft = monitor(NFT_MONITOR, () => kernel.request("event"), onProblem);
+  const sources: EventSource[] = [monitor(IP_MONITOR, () => kernel.request("event"), onProblem), nft];
   if (entryFile) sources.push(watchDir(opts.confDir, () => conflist.request("event"), onProblem));
   kernel.request("start", 0);
   conflist.request("start", 0);

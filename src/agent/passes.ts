@@ -16,7 +16,7 @@ export interface KernelPass {
   recovered: boolean;
   /** Why healing failed, when it did (the index stays dirty; the next pass or operation retries). */
   recoveryError?: string;
-  /** How many of the objects the records need the kernel does not report changes of (see `unobservable`). */
+  /** How many of the objects the records need the kernel does not report changes of now (see `unobservable`). */
   unobservable: number;
   /** How long the pass waited for the lock (CNI operations held it). */
   lockWaitMs: number;
@@ -24,11 +24,13 @@ export interface KernelPass {
 
 /**
  * Objects whose changes no kernel event announces: ipsets and their elements, and chains of
- * iptables-legacy (nftables, iptables-nft, ip rules, routes, links and rp_filter all have events).
- * The agent polls these.
+ * iptables-legacy (ip rules, routes, links and rp_filter have rtnetlink's events); nftables' own
+ * objects and iptables-nft's chains too while `nft monitor` does not run (nft not installed, or
+ * the monitor died): their events come only through it. The agent polls these.
  */
-export const unobservable = (o: KernelObject): boolean =>
-  o.kind === "ipset" || o.kind === "element" || (o.kind === "markChain" && o.variant === "legacy");
+export const unobservable = (nftEvents: boolean) => (o: KernelObject): boolean =>
+  o.kind === "ipset" || o.kind === "element" || (o.kind === "markChain" && (o.variant === "legacy" || !nftEvents)) ||
+  (!nftEvents && (o.kind === "nftTable" || o.kind === "nftElement"));
 
 /**
  * A pod's link group on an interface that is gone (the pod went; the runtime's DEL has not come
@@ -40,10 +42,12 @@ const repairable = (o: KernelObject): boolean => o.kind !== "linkGroup" || exist
 export const repairKind = (r: Repair): string => r.key.slice(0, r.key.indexOf("/"));
 
 /**
- * One pass over the kernel under the lock. A state directory that does not exist yet (no pod was
- * ever attached with it) is left alone: there is nothing to repair, and nothing to create.
+ * One pass over the kernel under the lock: every object, or with `pollOnly` those `polled` selects
+ * (what has no events now). A state directory that does not exist yet (no pod was ever attached
+ * with it) is left alone: there is nothing to repair, and nothing to create.
  */
-export async function repairKernel(stateDir: string, only?: (o: KernelObject) => boolean): Promise<KernelPass> {
+export async function repairKernel(stateDir: string, polled: (o: KernelObject) => boolean, pollOnly: boolean): Promise<KernelPass> {
+  const only = (o: KernelObject) => repairable(o) && (!pollOnly || polled(o));
   if (!stateExists(stateDir)) {
     return { repaired: [], recovered: false, unobservable: 0, lockWaitMs: 0 };
   }
@@ -51,11 +55,11 @@ export async function repairKernel(stateDir: string, only?: (o: KernelObject) =>
   const lock = await acquireLockInBackground(stateDir, LOCK_TIMEOUT_MS);
   try {
     return await withState(stateDir, (session) => {
-      const repaired = session.repair((o) => repairable(o) && (only?.(o) ?? true));
+      const repaired = session.repair(only);
       const { recovered, recoveryError } = session.summary;
       return {
         repaired, recovered, ...(recoveryError ? { recoveryError } : {}),
-        unobservable: session.view.wanted().filter(unobservable).length, lockWaitMs: lock.waitedMs,
+        unobservable: session.view.wanted().filter(polled).length, lockWaitMs: lock.waitedMs,
       };
     });
   } finally {

@@ -7,10 +7,8 @@ import { accessSync, constants, watch, type FSWatcher } from "node:fs";
 import { join } from "node:path";
 
 /** The monitors: argv, never a shell. `nft monitor` is absent where nft is not installed (iptables nodes). */
-export const KERNEL_MONITORS: string[][] = [
-  ["ip", "-o", "monitor", "rule", "route", "link", "netconf"],
-  ["nft", "monitor"],
-];
+export const IP_MONITOR = ["ip", "-o", "monitor", "rule", "route", "link", "netconf"];
+export const NFT_MONITOR = ["nft", "monitor"];
 
 /**
  * A monitor that dies is started again after `firstMs`, then twice as long each time it dies again

@@ -104,19 +104,33 @@ describe("agent: pass scheduling", () => {
 });
 
 describe("agent: what it repairs and polls", () => {
+  const chain = { kind: "markChain" as const, family: 4 as const, chain: "C", network: "n", exempt: [], marks: [] };
+  const rule = { kind: "rule" as const, family: 4 as const, priority: 1, mark: 16, mask: 16, table: 100 };
+  const rpFilter = { kind: "rpFilter" as const, dev: "eth0", value: 2 as const };
+  const table = { kind: "nftTable" as const, table: "markroute-1", network: "n", exempt4: [], exempt6: [], marks: [] };
+  const element = { kind: "nftElement" as const, family: 4 as const, table: "markroute-1", set: "", address: "10.0.0.2", iface: "v", comment: "" };
+
   it("names a repair by its object's kind", () => {
     expect(repairKind({ key: "rule/4/32765/16/16/100", problems: [] })).toBe("rule");
     expect(repairKind({ key: "nftElement/markroute-1/pods4/10.0.0.2,veth1", problems: [] })).toBe("nftElement");
   });
 
   it("polls only what the kernel announces no change of: ipsets, their elements, iptables-legacy chains", () => {
-    expect(unobservable({ kind: "ipset", family: 4, name: "s" })).toBe(true);
-    expect(unobservable({ kind: "element", family: 4, set: "s", address: "10.0.0.2", iface: "v", comment: "" })).toBe(true);
-    const chain = { kind: "markChain" as const, family: 4 as const, chain: "C", network: "n", exempt: [], marks: [] };
-    expect(unobservable({ ...chain, variant: "legacy" })).toBe(true);
-    expect(unobservable({ ...chain, variant: "nft" })).toBe(false);
-    expect(unobservable({ kind: "rule", family: 4, priority: 1, mark: 16, mask: 16, table: 100 })).toBe(false);
-    expect(unobservable({ kind: "rpFilter", dev: "eth0", value: 2 })).toBe(false);
+    const polled = unobservable(true);
+    expect(polled({ kind: "ipset", family: 4, name: "s" })).toBe(true);
+    expect(polled({ kind: "element", family: 4, set: "s", address: "10.0.0.2", iface: "v", comment: "" })).toBe(true);
+    expect(polled({ ...chain, variant: "legacy" })).toBe(true);
+    expect(polled({ ...chain, variant: "nft" })).toBe(false);
+    for (const o of [table, element, rule, rpFilter]) expect(polled(o), o.kind).toBe(false);
+  });
+
+  it("without `nft monitor` (nft not installed, or the monitor died): iptables-nft chains and nftables' objects too, whose events come only through it", () => {
+    const polled = unobservable(false);
+    expect(polled({ ...chain, variant: "nft" })).toBe(true);
+    expect(polled(table)).toBe(true);
+    expect(polled(element)).toBe(true);
+    expect(polled(rule)).toBe(false);
+    expect(polled(rpFilter)).toBe(false);
   });
 });
 
