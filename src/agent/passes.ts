@@ -1,13 +1,14 @@
-// What one agent pass does: the kernel (every object the records need, read back and re-applied
-// under the lock, as `markroute reconcile` would) and the conflist entry (put back by the same code
-// as `markroute install`). Each pass is one operation: the lock is held for it alone.
+// What one agent pass does: the kernel (every object the records need, read back, and re-applied
+// under the lock, as `markroute reconcile` would, when one is not as recorded) and the conflist
+// entry (put back by the same code as `markroute install`). A pass that repairs is one operation:
+// the lock is held for it alone; one that finds nothing never takes it.
 import { existsSync } from "node:fs";
-import { LOCK_TIMEOUT_MS, withState, type Repair } from "../engine.js";
+import { LOCK_TIMEOUT_MS, linuxKernel, withState, type Kernel, type Repair } from "../engine.js";
 import { installEntry, type EntryInstalled } from "../install/conf-dir.js";
 import { readEntry } from "../install/entry.js";
 import type { KernelObject } from "../plan.js";
 import { acquireLockInBackground } from "../state/lock.js";
-import { stateExists } from "../state/records.js";
+import { stateExists, unlockedView } from "../state/records.js";
 
 export interface KernelPass {
   /** What the read-back found not as planned (each then repaired by re-applying every record). */
@@ -20,6 +21,8 @@ export interface KernelPass {
   unobservable: number;
   /** How long the pass waited for the lock (CNI operations held it). */
   lockWaitMs: number;
+  /** The pass took the lock: the read without it found drift, or a state to heal. */
+  locked: boolean;
 }
 
 /**
@@ -42,14 +45,21 @@ const repairable = (o: KernelObject): boolean => o.kind !== "linkGroup" || exist
 export const repairKind = (r: Repair): string => r.key.slice(0, r.key.indexOf("/"));
 
 /**
- * One pass over the kernel under the lock: every object, or with `pollOnly` those `polled` selects
- * (what has no events now). A state directory that does not exist yet (no pod was ever attached
- * with it) is left alone: there is nothing to repair, and nothing to create.
+ * One pass over the kernel: every object, or with `pollOnly` those `polled` selects (what has no
+ * events now). Most passes find nothing (the agent wakes on every link, route and nftables change
+ * of the node, other pods' and kube-proxy's included), so the records are first read back without
+ * the lock; only drift, or a state that needs healing, takes the lock, and the pass then reads
+ * again under it before it repairs anything. A read racing a CNI operation may see drift that is
+ * not there (then the locked read finds none) or miss one in the objects that operation is
+ * installing (its own events wake the agent again). A state directory that does not exist yet (no
+ * pod was ever attached with it) is left alone: there is nothing to repair, and nothing to create.
  */
-export async function repairKernel(stateDir: string, polled: (o: KernelObject) => boolean, pollOnly: boolean): Promise<KernelPass> {
+export async function repairKernel(stateDir: string, polled: (o: KernelObject) => boolean, pollOnly: boolean, kernel: Kernel = linuxKernel): Promise<KernelPass> {
   const only = (o: KernelObject) => repairable(o) && (!pollOnly || polled(o));
-  if (!stateExists(stateDir)) {
-    return { repaired: [], recovered: false, unobservable: 0, lockWaitMs: 0 };
+  if (!stateExists(stateDir)) return { repaired: [], recovered: false, unobservable: 0, lockWaitMs: 0, locked: false };
+  const view = unlockedView(stateDir, (objects) => kernel.drift(objects));
+  if (view && ![...view.drift(view.wanted().filter(only)).values()].some((problems) => problems.length > 0)) {
+    return { repaired: [], recovered: false, unobservable: view.wanted().filter(polled).length, lockWaitMs: 0, locked: false };
   }
   // Waited for off the event loop; the engine's own acquisition then nests in it (src/state/lock.ts).
   const lock = await acquireLockInBackground(stateDir, LOCK_TIMEOUT_MS);
@@ -59,9 +69,9 @@ export async function repairKernel(stateDir: string, polled: (o: KernelObject) =
       const { recovered, recoveryError } = session.summary;
       return {
         repaired, recovered, ...(recoveryError ? { recoveryError } : {}),
-        unobservable: session.view.wanted().filter(polled).length, lockWaitMs: lock.waitedMs,
+        unobservable: session.view.wanted().filter(polled).length, lockWaitMs: lock.waitedMs, locked: true,
       };
-    });
+    }, { kernel });
   } finally {
     await lock.release();
   }

@@ -7,7 +7,8 @@
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { secureDirectory } from "./safe-path.js";
-import { StateStore, type AttachmentRecord } from "./store.js";
+import { StateStore, emptyIndex, kernelIdentity, type AttachmentRecord } from "./store.js";
+import { StateView, type DriftReader } from "./view.js";
 
 /** Where a state directory keeps its records (StateStore's `attachments`). */
 const recordsDir = (stateDir: string) => join(stateDir, "attachments");
@@ -52,4 +53,18 @@ export function countPods(stateDir: string): PodCounts {
   const { records } = recordsNow(stateDir);
   const marked = records.filter((r) => r.objects.length > 0).length;
   return { marked, unmarked: records.length - marked };
+}
+/**
+ * The state as a view, read without the lock; undefined when it cannot be trusted as it is (a
+ * malformed record; no index while records hold objects, a dirty one, another boot's or
+ * namespace's): only an operation under the lock, which heals or reports it, can say what the
+ * kernel should hold then.
+ */
+export function unlockedView(stateDir: string, driftOf: DriftReader): StateView | undefined {
+  const { records, malformed } = recordsNow(stateDir);
+  const identity = kernelIdentity();
+  const index = new StateStore(stateDir).readIndex() ?? emptyIndex(identity);
+  if (malformed > 0 || index.kernel !== identity) return undefined;
+  const view = new StateView({ readRecord: (id) => records.find((r) => r.id === id), listRecords: () => records }, index, driftOf);
+  return view.needsRecovery(records) ? undefined : view;
 }
