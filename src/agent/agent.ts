@@ -170,7 +170,8 @@ export async function runAgent(given: AgentOptions): Promise<number> {
 
 /**
  * Why this node cannot serve ADD now, as CNI STATUS would say for the netconf the runtime uses
- * (its markroute entry, else the entry file's), or undefined when it can.
+ * (its markroute entry, else the entry file's), or undefined when it can. STATUS's tool checks run
+ * the tools on this container's PATH (the image's), not the host's that the CNI binary uses.
  */
 function notReady(opts: Pick<AgentOptions, "confDir" | "entryFile">): string | undefined {
   try {

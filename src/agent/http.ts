@@ -1,5 +1,6 @@
 // The agent's HTTP endpoints (node:http): /metrics in Prometheus' text format, /healthz (the
-// agent runs) and /readyz (the node can serve ADD, as CNI STATUS says).
+// agent makes progress) and /readyz (the node can serve ADD, as CNI STATUS says, checked with the
+// agent's image's tools, not the host's that the CNI binary runs: README "The agent").
 import { createServer, type Server } from "node:http";
 import { isIP } from "node:net";
 
