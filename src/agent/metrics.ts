@@ -69,12 +69,13 @@ export class AgentMetrics {
   }
 }
 
+/** The most one `LogTail.read()` takes in; a log that grew more since is read over several calls. */
+const MAX_READ = 8 << 20;
+
 /**
  * Follows a log file from its end at start: each `read()` hands over the whole lines appended since.
  * A file rotated (another inode) or truncated is read from its start; one not there yet is waited for.
  */
-const MAX_READ = 8 << 20;
-
 export class LogTail {
   private offset: number | undefined;
   private inode: number | undefined;
