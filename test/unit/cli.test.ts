@@ -85,6 +85,6 @@ describe('markroute agent', () => {
 
   test('an unusable --listen is refused, exit 1, naming it, before anything starts', async () => {
     expect(await cli(['agent', '--state-dir', join(dir, 'state'), '--conf-dir', dir, '--log-file', join(dir, 'log'), '--listen', 'localhost'])).toBe(1);
-    expect(stderr).toContain('--listen "localhost": expected ADDR:PORT, [ADDR6]:PORT or :PORT');
+    expect(stderr).toContain('--listen "localhost": expected ADDR:PORT, [ADDR]:PORT (IPv4 or IPv6) or :PORT');
   });
 });
