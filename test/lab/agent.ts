@@ -84,6 +84,8 @@ export async function startAgent(lab: Lab, list: Conflist, { extra = [], wrap = 
     await sleep(100);
   }
   if (get('/healthz').code !== 200) throw new Error(`agent not healthy after 10 s: ${stderr}; listening: ${lab.exec(lab.ns.node, ['ss', '-ltnp'], { check: false }).stdout}; curl: ${JSON.stringify(lab.exec(lab.ns.node, ['curl', '-sS', '--max-time', '2', `http://${AGENT_LISTEN}/healthz`], { check: false }))}`);
+  // its start line (what it follows, its pid) comes through the pipe after it answers
+  for (let i = 0; i < 100 && !agent.pid(); i++) await sleep(20);
   return agent;
 }
 
