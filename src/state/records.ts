@@ -5,27 +5,23 @@
 // (write, then rename), so a read sees an old file or a new one; a read racing a change may mix
 // the two, which a caller tolerates by re-reading under the lock before it acts on what it found.
 import { readdirSync } from "node:fs";
-import { join } from "node:path";
 import { secureDirectory } from "./safe-path.js";
-import { StateStore, emptyIndex, kernelIdentity, type AttachmentRecord } from "./store.js";
+import { StateStore, emptyIndex, kernelIdentity, recordsDirOf, type AttachmentRecord } from "./store.js";
 import { StateView, type DriftReader } from "./view.js";
-
-/** Where a state directory keeps its records (StateStore's `attachments`). */
-const recordsDir = (stateDir: string) => join(stateDir, "attachments");
 
 /**
  * True when the state directory and its records directory exist (safe: see safe-path.ts); false
  * when nothing was ever attached with it. Creates nothing.
  */
 export function stateExists(stateDir: string): boolean {
-  return secureDirectory(stateDir, false) && secureDirectory(recordsDir(stateDir), false);
+  return secureDirectory(stateDir, false) && secureDirectory(recordsDirOf(stateDir), false);
 }
 
 /** The records as they are now, without the lock: one gone meanwhile (a DEL) is skipped; a malformed one is counted. */
 function recordsNow(stateDir: string): { records: AttachmentRecord[]; malformed: number } {
   let names: string[];
   try {
-    names = readdirSync(recordsDir(stateDir));
+    names = readdirSync(recordsDirOf(stateDir));
   } catch {
     return { records: [], malformed: 0 }; // nothing attached with this state directory yet
   }

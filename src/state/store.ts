@@ -82,12 +82,15 @@ export class MemoryStore implements StateStorage {
   listRecords = () => [...this.files.keys()].filter((k) => k.startsWith("record/")).map((k) => this.get<AttachmentRecord>(k)!);
 }
 
+/** Where a state directory keeps its records, one file per attachment. */
+export const recordsDirOf = (stateDir: string) => join(stateDir, "attachments");
+
 export class StateStore implements StateStorage {
   private readonly recordsDir: string;
   private readonly indexPath: string;
 
   constructor(readonly dir: string) {
-    this.recordsDir = join(dir, "attachments");
+    this.recordsDir = recordsDirOf(dir);
     this.indexPath = join(dir, "index.json");
   }
 

@@ -431,23 +431,24 @@ describe("engine: the agent's repair pass", () => {
     expect(kernel.installed.has("rule/4/32765/16/16/100")).toBe(true);
   });
 
-  it("a repair the kernel refuses is the summary's recovery error and leaves the index dirty for the next operation", () => {
+  /** Pod 2 attached, its element then deleted behind our back, and the kernel refusing the next apply. */
+  const refusingPass = () => {
     const { kernel, tx, store } = fixture();
     tx().attach(planFor(2), EVERY_ADD);
     kernel.installed.delete(elementOf(2));
     kernel.failingApplies = 1;
-    const pass = tx();
+    return { pass: tx(), store };
+  };
+
+  it("a repair the kernel refuses is the summary's recovery error and leaves the index dirty for the next operation", () => {
+    const { pass, store } = refusingPass();
     expect(pass.repair()).toEqual([{ key: elementOf(2), problems: [`${elementOf(2)} is missing`] }]);
     expect(pass.summary.recoveryError).toMatch(/simulated kernel refusal/);
     expect(store.readIndex()!.dirty).toBe(true);
   });
 
   it("a repair that succeeds after a failed recovery in the same pass leaves the index clean and no error", () => {
-    const { kernel, tx, store } = fixture();
-    tx().attach(planFor(2), EVERY_ADD);
-    kernel.installed.delete(elementOf(2));
-    kernel.failingApplies = 1;
-    const pass = tx();
+    const { pass, store } = refusingPass();
     pass.recover();
     expect(pass.summary.recoveryError).toMatch(/simulated kernel refusal/);
     expect(pass.repair().map((r) => r.key)).toEqual([elementOf(2)]);
