@@ -1,6 +1,6 @@
 // Reference-counted changes under the lock: records first, then the kernel, then the index. A little
 // over ~250 lines: the Session's verbs share the one order that makes a crash harmless, kept in one place.
-import { applyChange, driftOf, valuesBefore, type Removal } from "./backend/apply.js";
+import { applyChange, driftOf, valuesBefore, type ApplyOptions, type Removal } from "./backend/apply.js";
 import { objectKey, type AttachmentPlan, type KernelObject, type NodeFacts } from "./plan.js";
 import { acquireLock } from "./state/lock.js";
 import * as refcount from "./state/refcount.js";
@@ -35,7 +35,7 @@ export interface Kernel {
   /** The values installing `objects` overwrites (rp_filter), read before anything changes, by key. */
   valuesBefore(objects: KernelObject[]): Map<string, number>;
   /** Installs and removes; removals put back their recorded values. */
-  apply(install: KernelObject[], remove: Removal[]): void;
+  apply(install: KernelObject[], remove: Removal[], options?: ApplyOptions): void;
   /** For each object, what differs from the plan (empty: installed as planned). */
   drift(objects: KernelObject[]): Map<string, string[]>;
 }
@@ -82,9 +82,9 @@ export class Session {
   }
 
   /** Changes the kernel, then records that it is done. A crash before the end leaves the index dirty. */
-  private applyAndClean({ install, remove }: refcount.Change, afterKernel?: () => void): void {
+  private applyAndClean({ install, remove }: refcount.Change, afterKernel?: () => void, options?: ApplyOptions): void {
     const removals = remove.map((o): Removal => ({ object: o, previous: this.index.objects[objectKey(o)]?.previous }));
-    this.kernel.apply(install, removals);
+    this.kernel.apply(install, removals, options);
     for (const o of remove) delete this.index.objects[objectKey(o)];
     afterKernel?.();
     if (Object.keys(this.index.refs).length === 0) delete this.index.facts;
@@ -230,7 +230,7 @@ export class Session {
   reconcile(): void {
     const change = refcount.reconcile(this.index, this.store.listRecords());
     this.markDirty(change.install);
-    this.applyAndClean(change);
+    this.applyAndClean(change, undefined, { reapply: true });
   }
 }
 

@@ -105,7 +105,16 @@ export interface Removal { object: KernelObject; /** rp_filter value to put back
  * rules that match them, chains gone before their sets are destroyed. Installing is idempotent and
  * removing tolerates absence, so a retried or crashed operation can simply run again.
  */
-export function applyChange(install: KernelObject[], remove: Removal[]): void {
+export interface ApplyOptions {
+  /**
+   * Every record re-applied (a recovery, a drift repair, the agent's pass): a pod's link group on
+   * an interface already gone is left to that pod's DEL, so that one vanished veth cannot fail the
+   * repair of everything else. An ADD's own link group on a missing interface stays its error.
+   */
+  reapply?: boolean;
+}
+
+export function applyChange(install: KernelObject[], remove: Removal[], { reapply = false }: ApplyOptions = {}): void {
   const view = new KernelView(routeTables(remove.map((r) => r.object)));
   const removed = remove.map((r) => r.object);
 
@@ -133,15 +142,14 @@ export function applyChange(install: KernelObject[], remove: Removal[]): void {
   if (setsOut.length) runCall(renderDestroySets(setsOut, view.setNames()));
 
   runCall(renderNft(ofKind(install, "nftTable"), ofKind(install, "nftElement"), ofKind(removed, "nftElement"), ofKind(removed, "nftTable")));
-  // An interface already gone (with its pod; its DEL comes later) is left alone, installing as
-  // removing: otherwise one pod's vanished veth would fail every re-apply of every record (a
-  // recovery, a drift repair, the agent's passes). Looked up only when the batch is refused.
+  // An interface already gone (with its pod; its DEL comes later) is left alone when removing, and
+  // when re-applying (see ApplyOptions). Looked up only when the batch is refused.
   const groupsIn = ofKind(install, "linkGroup");
   const groupsOut = ofKind(removed, "linkGroup");
   try {
     runCall(renderLinkGroups(groupsIn, groupsOut.length ? groupsOut.filter((g) => view.groupsOf().has(g.dev)) : []));
   } catch (err) {
-    if (!(err instanceof CniError && /Cannot find device/.test(err.message))) throw err;
+    if (!(reapply && err instanceof CniError && /Cannot find device/.test(err.message))) throw err;
     const present = (g: LinkGroup) => view.groupsOf().has(g.dev);
     runCall(renderLinkGroups(groupsIn.filter(present), groupsOut.filter(present)));
   }

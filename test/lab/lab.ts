@@ -380,9 +380,19 @@ export class Lab {
     return res;
   }
 
+  /**
+   * Removes the pod's namespace as the runtime does after RemovePodSandbox, and waits until the
+   * kernel has destroyed its veth's node side too: that happens asynchronously (the namespace's
+   * cleanup work), and a snapshot taken before it would still list the interface.
+   */
   removePodNs(pod: Pod): void {
     removeNamespace(pod.ns);
     this.pods.delete(pod.name);
+    const gone = () => !pod.hostIf || nsExec(this.ns.node, ['ip', 'link', 'show', 'dev', pod.hostIf], { check: false }).code !== 0;
+    for (const until = Date.now() + 10_000; !gone(); ) {
+      if (Date.now() > until) throw new Error(`${pod.hostIf} still exists 10 s after its pod's namespace ${pod.ns} was removed`);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    }
   }
 
   private describePod(pod: Pod): void {

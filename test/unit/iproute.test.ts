@@ -123,18 +123,24 @@ describe('routeBatchError: a refused policy route names the field', () => {
 describe('applyChange: link groups', () => {
   const group = (dev: string) => ({ kind: 'linkGroup' as const, dev, group: 7 });
 
-  it('a pod interface already gone is left alone when the batch is refused: the others get their group (a re-apply of every record must not fail on one vanished veth)', () => {
+  it('re-applying every record, a pod interface already gone is left alone when the batch is refused: the others get their group', () => {
     answers = [
       { status: 1, stdout: '', stderr: 'Cannot find device "vethgone"\nCommand failed -:2\n' },
       ok('[{"ifname":"lo"},{"ifname":"vethhere","group":"default"}]'),
       ok(''),
     ];
-    applyChange([group('vethhere'), group('vethgone')], []);
+    applyChange([group('vethhere'), group('vethgone')], [], { reapply: true });
     expect(calls.map((c) => c.input)).toEqual([
       'link set dev vethhere group 7\nlink set dev vethgone group 7\n',
       undefined,
       'link set dev vethhere group 7\n',
     ]);
+  });
+
+  it('an ADD\'s own link group on a missing interface is its error', () => {
+    answers = [{ status: 1, stdout: '', stderr: 'Cannot find device "vethgone"\nCommand failed -:1\n' }];
+    expect(() => applyChange([group('vethgone')], [])).toThrow(/Cannot find device/);
+    expect(calls).toHaveLength(1);
   });
 
   it('any other refusal is the operation\'s error', () => {
