@@ -21,25 +21,38 @@ export interface ToolRunner {
   run(argv: readonly string[], input?: string): ToolOutput;
 }
 
-/** The runner of a node: spawnSync, no shell; an nft batch (`nft -f -`) in-process where it can be. */
-export const spawnRunner: ToolRunner = {
-  run(argv, input) {
-    const inProcess = argv.length === 3 && argv.join(" ") === "nft -f -" && input !== undefined ? runNftScript(input) : undefined;
-    if (inProcess) return inProcess;
-    const [file, ...args] = argv;
-    const res = spawnSync(file!, args, { input, encoding: "utf8", maxBuffer: 256 * 1024 * 1024 });
-    if (res.error) {
-      const missing = (res.error as NodeJS.ErrnoException).code === "ENOENT";
-      throw new CniError(
-        missing ? ErrorCode.pluginNotAvailable : ErrorCode.kernelOperation,
-        missing ? `${file} is not installed on this node` : `could not run ${file}: ${res.error.message}`,
-      );
-    }
-    return { status: res.status ?? 128, stdout: res.stdout, stderr: res.stderr };
-  },
-};
+/**
+ * How long one tool may run. Every legitimate run takes well under a second (a 1000-pod batch
+ * included); a tool that hangs under the state lock would otherwise make every later operation on
+ * the node answer "try again later" for as long as it hangs. Killed, its operation fails with code
+ * 11 and leaves the index dirty, and the next operation heals from the records.
+ */
+export const TOOL_TIMEOUT_MS = 30_000;
 
-let runner: ToolRunner = spawnRunner;
+/** A runner of a node: spawnSync, no shell, killed after `timeoutMs`; an nft batch (`nft -f -`) in-process where it can be. */
+export function nodeRunner(timeoutMs: number): ToolRunner {
+  return {
+    run(argv, input) {
+      const inProcess = argv.length === 3 && argv.join(" ") === "nft -f -" && input !== undefined ? runNftScript(input) : undefined;
+      if (inProcess) return inProcess;
+      const [file, ...args] = argv;
+      const res = spawnSync(file!, args, { input, encoding: "utf8", maxBuffer: 256 * 1024 * 1024, timeout: timeoutMs, killSignal: "SIGKILL" });
+      const code = (res.error as NodeJS.ErrnoException | undefined)?.code;
+      if (code === "ETIMEDOUT") {
+        throw new CniError(ErrorCode.tryAgainLater, `${argv.join(" ")} did not finish within ${timeoutMs / 1000} s and was killed; the next operation repairs what it left`);
+      }
+      if (res.error) {
+        throw new CniError(
+          code === "ENOENT" ? ErrorCode.pluginNotAvailable : ErrorCode.kernelOperation,
+          code === "ENOENT" ? `${file} is not installed on this node` : `could not run ${file}: ${res.error.message}`,
+        );
+      }
+      return { status: res.status ?? 128, stdout: res.stdout, stderr: res.stderr };
+    },
+  };
+}
+
+let runner: ToolRunner = nodeRunner(TOOL_TIMEOUT_MS);
 
 /** The seam: every tool run goes through this runner. Returns the one it replaces (tests put it back). */
 export function useToolRunner(next: ToolRunner): ToolRunner {
