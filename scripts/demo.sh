@@ -66,11 +66,16 @@ NODE="$RUN-node" FABRIC="$RUN-fabric" POD1="$RUN-pod1" POD2="$RUN-pod2"
 CNI_PATH_DIRS="/usr/lib/cni:$PWD/dist"
 WORK="" WATCHER=""
 
+# The named network namespaces, names only. Not `ip netns list`: it asks the kernel for each one's
+# id, and a namespace another process is creating at that moment (its file made, not yet mounted)
+# makes it print "Error: Peer netns reference is invalid." on stderr.
+netns_names() { ls -1 /run/netns 2>/dev/null || true; }
+
 # Removes namespaces (killing what still runs in them: our own ptp, markroute, ping) and temp
 # dirs. With a pid, only those of runs whose process is gone (mr-demo-<pid>-*, /tmp/mr-demo-<pid>.*).
 remove_run() { # run-prefix work-dir
   local ns pid
-  for ns in $(ip netns list | awk -v p="$1-" 'index($1, p) == 1 {print $1}'); do
+  for ns in $(netns_names | awk -v p="$1-" 'index($1, p) == 1 {print $1}'); do
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
@@ -78,7 +83,7 @@ remove_run() { # run-prefix work-dir
 }
 sweep_dead_runs() {
   local pid
-  for pid in $({ ip netns list | awk '{print $1}' | sed -n 's/^mr-demo-\([0-9][0-9]*\)-.*/\1/p'
+  for pid in $({ netns_names | sed -n 's/^mr-demo-\([0-9][0-9]*\)-.*/\1/p'
                  find /tmp -maxdepth 1 -name 'mr-demo-*' -printf '%f\n' | sed -n 's/^mr-demo-\([0-9][0-9]*\)\..*/\1/p'; } | sort -u); do
     kill -0 "$pid" 2>/dev/null && continue
     echo "removing what a killed demo (pid $pid) left behind"
@@ -92,7 +97,7 @@ cleanup() {
   set +e
   remove_run "$RUN" "$WORK"
   [ -z "$WATCHER" ] || kill "$WATCHER" 2>/dev/null
-  left=$(ip netns list | awk -v p="$RUN-" 'index($1, p) == 1 {print $1}')
+  left=$(netns_names | awk -v p="$RUN-" 'index($1, p) == 1 {print $1}')
   if [ -n "$left" ] || [ -e "$WORK" ]; then
     printf '%s: FAILED to remove %s\n' "$ME" "$left $WORK" >&2
     rc=1
@@ -112,7 +117,7 @@ sweep_dead_runs
 WORK=$(mktemp -d "/tmp/$RUN.XXXXXX")
 # A watcher in a session of its own (a kill of our process group does not reach it): if this script
 # dies without cleaning up (SIGKILL), it removes the run's namespaces and temp dir.
-setsid bash -c "$(declare -f remove_run)"'
+setsid bash -c "$(declare -f netns_names remove_run)"'
   while kill -0 "$1" 2>/dev/null; do sleep 0.3; done
   remove_run "$2" "$3"' watcher $$ "$RUN" "$WORK" </dev/null >/dev/null 2>&1 &
 WATCHER=$!
