@@ -28,6 +28,13 @@ import { agentChecks, agentRepairs, agentTable } from "./lib/agent.mjs";
 import { pssSummary, pssTable, pssWaves } from "./lib/pss.mjs";
 import { quantile, summarize } from "./lib/stats.mjs";
 
+const USAGE = "usage: node bench/run.mjs [--quick] [--agent-only]   (as root; see the head of bench/run.mjs)";
+// An option it does not know (--help among them) must not start a full run of several minutes.
+const unknown = process.argv.slice(2).filter((a) => !["--quick", "--agent-only"].includes(a));
+if (unknown.length) {
+  console.error(unknown.every((a) => a === "--help" || a === "-h") ? USAGE : `bench: unknown option ${unknown.join(" ")}\n${USAGE}`);
+  process.exit(unknown.every((a) => a === "--help" || a === "-h") ? 0 : 2);
+}
 const QUICK = process.argv.includes("--quick");
 /** Only the agent's repair times (issue 15): the sites it needs, then stop. */
 const AGENT_ONLY = process.argv.includes("--agent-only");
