@@ -1,7 +1,7 @@
 // The command line for people: what is installed, what an ADD would do, putting things right, and
 // putting markroute on a node or taking it off (install.ts).
 import { Command } from "commander";
-import { isPerPod, objectKey, type KernelObject, type NodeFacts } from "./plan.js";
+import { isPerPod, objectKey, type NodeFacts } from "./plan.js";
 import * as commands from "./commands.js";
 import { CniError, ErrorCode } from "./cni/errors.js";
 import { explain, packetOf } from "./explain.js";
@@ -167,8 +167,8 @@ interface StatusReport {
 
 function statusReport(view: StateView): StatusReport {
   const records = view.records();
-  const objects = new Map<string, KernelObject>(view.wanted(records).map((o) => [objectKey(o), o]));
-  const drift = view.drift([...objects.values()]);
+  const objects = view.wanted(records);
+  const drift = view.drift(objects);
   const checkedAt = view.driftCheckedAt();
   const facts = view.cachedFacts();
   return {
@@ -184,7 +184,10 @@ function statusReport(view: StateView): StatusReport {
       createdAt: r.createdAt,
       ...(r.selection ? { selection: r.selection } : {}),
     })),
-    objects: [...objects].map(([key, o]) => ({ key, perPod: isPerPod(o), refs: view.refs(key), drift: drift.get(key) ?? [] })),
+    objects: objects.map((o) => {
+      const key = objectKey(o);
+      return { key, perPod: isPerPod(o), refs: view.refs(key), drift: drift.get(key) ?? [] };
+    }),
   };
 }
 

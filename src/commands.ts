@@ -181,7 +181,6 @@ export async function check(config: Config, req: CniRequest): Promise<Outcome> {
   if (!config.prevResult) throw new CniError(ErrorCode.invalidConfig, "invalid netconf: prevResult: CHECK needs the prevResult of ADD");
   const id = attachmentId(attachmentOf(config, req));
   const problems = await withState(config.stateDir, (session) => {
-    // Shared objects as they are meant to be now (the newest holder's plan), the pod's own as recorded.
     const found = session.check(id);
     if (found) return found;
     if (!selectionOf(config, req).mark) return []; // a pod passed through (by a version that kept no record of it) has nothing to check

@@ -2,7 +2,7 @@
 // over ~250 lines: the Session's verbs share the one order that makes a crash harmless, kept in one place.
 import { applyChange, driftOf, valuesBefore, type ApplyOptions, type Removal } from "./backend/apply.js";
 import { objectKey, type AttachmentPlan, type KernelObject, type NodeFacts } from "./plan.js";
-import { acquireLock } from "./state/lock.js";
+import { acquireLock, type HeldLock } from "./state/lock.js";
 import * as refcount from "./state/refcount.js";
 import { STATE_VERSION, StateStore, emptyIndex, kernelIdentity, type StateIndex, type StateStorage } from "./state/store.js";
 import { StateView } from "./state/view.js";
@@ -241,16 +241,18 @@ export interface StateOptions {
    * an error, not made, and an index needing recovery is shown as found, not healed.
    */
   readOnly?: boolean;
+  /** The lock, already held by the caller (the agent's, waited for off its event loop), who releases it. */
+  heldLock?: HeldLock;
 }
 
 /**
  * Runs `fn` holding the state directory's lock. An index that is missing, dirty (an operation
  * died midway) or from another boot or network namespace is first reconciled from the records.
  */
-export async function withState<T>(stateDir: string, fn: (session: Session) => T, { kernel = linuxKernel, readOnly = false }: StateOptions = {}): Promise<T> {
+export async function withState<T>(stateDir: string, fn: (session: Session) => T, { kernel = linuxKernel, readOnly = false, heldLock }: StateOptions = {}): Promise<T> {
   const store = new StateStore(stateDir);
   store.ensure(!readOnly);
-  const lock = await acquireLock(stateDir, LOCK_TIMEOUT_MS);
+  const lock = heldLock ?? (await acquireLock(stateDir, LOCK_TIMEOUT_MS));
   try {
     const identity = kernelIdentity();
     const found = store.readIndex();
@@ -263,7 +265,7 @@ export async function withState<T>(stateDir: string, fn: (session: Session) => T
     if (recover) session.recover();
     return fn(session);
   } finally {
-    await lock.release();
+    if (!heldLock) await lock.release();
   }
 }
 

@@ -51,6 +51,8 @@ export class AgentMetrics {
       },
     });
     this.lastRepair.set(0);
+    // Every target's failures from the start, at 0: an alert on their rate needs the series before the first failure.
+    for (const target of ["kernel", "conflist"]) this.failedRepairs.inc({ target }, 0);
     collectDefaultMetrics({ register: this.registry, prefix: "markroute_agent_" });
   }
 

@@ -58,10 +58,11 @@ export async function repairKernel(stateDir: string, polled: (o: KernelObject) =
   const only = (o: KernelObject) => repairable(o) && (!pollOnly || polled(o));
   if (!stateExists(stateDir)) return { repaired: [], recovered: false, unobservable: 0, lockWaitMs: 0, locked: false };
   const view = unlockedView(stateDir, (objects) => kernel.drift(objects));
-  if (view && ![...view.drift(view.wanted().filter(only)).values()].some((problems) => problems.length > 0)) {
-    return { repaired: [], recovered: false, unobservable: view.wanted().filter(polled).length, lockWaitMs: 0, locked: false };
+  const wanted = view?.wanted() ?? [];
+  if (view && ![...view.drift(wanted.filter(only)).values()].some((problems) => problems.length > 0)) {
+    return { repaired: [], recovered: false, unobservable: wanted.filter(polled).length, lockWaitMs: 0, locked: false };
   }
-  // Waited for off the event loop; the engine's own acquisition then nests in it (src/state/lock.ts).
+  // Waited for off the event loop, then handed to the engine's operation.
   const lock = await acquireLockInBackground(stateDir, LOCK_TIMEOUT_MS);
   try {
     return await withState(stateDir, (session) => {
@@ -71,7 +72,7 @@ export async function repairKernel(stateDir: string, polled: (o: KernelObject) =
         repaired, recovered, ...(recoveryError ? { recoveryError } : {}),
         unobservable: session.view.wanted().filter(polled).length, lockWaitMs: lock.waitedMs, locked: true,
       };
-    }, { kernel });
+    }, { kernel, heldLock: lock });
   } finally {
     await lock.release();
   }

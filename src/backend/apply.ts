@@ -169,8 +169,9 @@ export function applyChange(install: KernelObject[], remove: Removal[], { reappl
       delRoutes: fam(ofKind(removed, "route")).filter((r) => view.routesOf(family, r.table).some((e) => e.dst === "default")),
     };
     const call = renderRouteBatch(family, batch);
-    const out = call && runTool(call.argv, call.input);
-    if (call && out && out.status !== 0) throw routeBatchError(family, batch, call, out);
+    if (!call) continue;
+    const out = runTool(call.argv, call.input);
+    if (out.status !== 0) throw routeBatchError(family, batch, call, out);
   }
 
   for (const rp of ofKind(install, "rpFilter")) {

@@ -15,8 +15,8 @@
 //
 // The agent must not freeze while it waits (its probes, metrics and SIGTERM run on the same event
 // loop): it takes the lock with `acquireLockInBackground`, whose `flock --wait` child runs while
-// the loop goes on, then runs the engine's operation, whose `acquireLock` finds the lock held by
-// this process and nests (a second open file description would wait for our own lock forever).
+// the loop goes on, then hands it to the engine's operation (`withState`'s `heldLock`), which
+// would otherwise wait for our own lock forever through a second open file description.
 import { spawn, spawnSync } from "node:child_process";
 import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -33,12 +33,8 @@ export const LOCK_FILE = "lock";
 /** flock's exit status when the wait ran out. */
 const TIMED_OUT = 75;
 
-/** The lock files this process holds through `acquireLockInBackground`, by path. */
-const heldHere = new Set<string>();
-
 export async function acquireLock(stateDir: string, stuckMs: number): Promise<HeldLock> {
   const path = join(stateDir, LOCK_FILE);
-  if (heldHere.has(path)) return { waitedMs: 0, release: async () => {} }; // the outer holder releases it
   return holdLock(path, stuckMs, (fd) => flockWait(fd, path, stuckMs));
 }
 
@@ -46,19 +42,11 @@ export async function acquireLock(stateDir: string, stuckMs: number): Promise<He
  * The lock, waited for without blocking the event loop (the agent's): a held lock is waited for by
  * a `flock --wait` child, as `acquireLock` does, but not synchronously; the kernel hands the lock
  * to one of its waiters, this one as fairly as the CNI operations, so a burst of them delays a
- * pass without starving it. While it is held, `acquireLock` of this process nests in it.
+ * pass without starving it. The holder then hands it to `withState` (its `heldLock`).
  */
 export async function acquireLockInBackground(stateDir: string, stuckMs: number): Promise<HeldLock> {
   const path = join(stateDir, LOCK_FILE);
-  const lock = await holdLock(path, stuckMs, (fd) => flockWaitInBackground(fd, path, stuckMs));
-  heldHere.add(path);
-  return {
-    waitedMs: lock.waitedMs,
-    release: async () => {
-      heldHere.delete(path);
-      await lock.release();
-    },
-  };
+  return holdLock(path, stuckMs, (fd) => flockWaitInBackground(fd, path, stuckMs));
 }
 
 /** Locks `path` at once if it is free, else with `wait` (false: `stuckMs` passed), waiting again while holders change. */

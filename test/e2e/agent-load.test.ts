@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import {
-  createLab, settled, findPlugin, loadPtpConflist, markChains, saveKey, sleep, startAgent, timeUntil,
+  fabricCrossing, settled, findPlugin, markChains, parseStatus, podPairLab, saveKey, sleep, startAgent, timeUntil,
   type Agent, type Backend, type Conflist, type Lab, type Pod, type Snapshot,
 } from '../lab/index.ts';
 import { markrouteTables } from '../lab/nft.ts';
@@ -20,7 +20,7 @@ describe.each<Backend>(['nftables', 'iptables'])('the agent killed, and under lo
   let before: Snapshot;
   let agent: Agent | undefined;
   const out = (argv: string[]) => lab.exec(lab.ns.node, argv, { check: false }).stdout;
-  const status = () => JSON.parse(lab.exec(lab.ns.node, [findPlugin('markroute', lab.cniPath)!, 'status', '--json', '--state-dir', join(lab.dir, 'state')]).stdout);
+  const status = () => parseStatus(lab.exec(lab.ns.node, [findPlugin('markroute', lab.cniPath)!, 'status', '--json', '--state-dir', join(lab.dir, 'state')], { check: false }));
   const ruleThere = () => out(['ip', '-4', 'rule', 'show', 'priority', '32765']).includes('fwmark 0x10/0x10 lookup 100');
   const deleteRule = () => lab.exec(lab.ns.node, ['ip', 'rule', 'del', 'fwmark', '0x10/0x10', 'lookup', '100', 'priority', '32765'], { check: false });
   /** The node as the records say, nothing drifted, and same-node traffic across the fabric. */
@@ -28,19 +28,12 @@ describe.each<Backend>(['nftables', 'iptables'])('the agent killed, and under lo
     expect(settled(lab.snapshot())).toEqual(settled(before));
     const s = status();
     expect(s.indexNeedsRecovery).toBe(false);
-    expect(s.objects.filter((o: { drift: string[] }) => o.drift.length)).toEqual([]);
-    lab.nsg.reset();
-    expect((await lab.probe(first, 'udp', server.ip4!, 7000, { count: 3, fresh: true })).received).toBe(3);
-    expect(lab.nsg.packets(first.ip4!, server.ip4!)).toBeGreaterThanOrEqual(3);
+    expect(s.objects.filter((o) => o.drift.length)).toEqual([]);
+    expect(await fabricCrossing({ lab, first, server })).toEqual({ received: 3, throughFabric: true });
   }
 
   beforeAll(async () => {
-    lab = await createLab();
-    list = loadPtpConflist(lab, backend);
-    first = await lab.addPod('first', list);
-    server = await lab.addPod('server', list);
-    await lab.serve(server, 'udp', 7000);
-    before = lab.snapshot();
+    ({ lab, list, first, server, before } = await podPairLab(backend));
   });
 
   afterEach(async () => {

@@ -7,14 +7,26 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
-  createLab, settled, ipsetAdds, sleep, loadPtpConflist, markChains, saveKey, startAgent, timeUntil,
-  type Agent, type Backend, type Conflist, type Lab, type Pod, type Snapshot,
+  fabricCrossing, settled, ipsetAdds, sleep, markChains, podPairLab, saveKey, startAgent, timeUntil,
+  type Agent, type Backend, type Conflist, type Lab, type Pod, type PodPair, type Snapshot,
 } from '../lab/index.ts';
 import { markrouteTables } from '../lab/nft.ts';
 
 /** The bound the issue sets, from the tampering to the object back. */
 const REPAIR_MS = 2000;
 
+
+/** Tampers, then waits for `back`: the time from the tampering to the repair, which must be within the bound; the node is then as before. */
+async function expectRepaired({ lab, before, agent }: Pick<PodPair, 'lab' | 'before'> & { agent: Agent }, tamper: () => void, back: () => boolean): Promise<void> {
+  expect(back(), 'in place before the tampering').toBe(true);
+  const started = performance.now();
+  tamper();
+  expect(back(), 'the tampering took').toBe(false);
+  const waited = await timeUntil(back);
+  const ms = waited === Infinity ? Infinity : performance.now() - started;
+  expect(ms, `repaired within ${REPAIR_MS} ms; agent log:\n${agent.stderr()}`).toBeLessThanOrEqual(REPAIR_MS);
+  expect(settled(lab.snapshot())).toEqual(settled(before));
+}
 
 describe.each<Backend>(['nftables', 'iptables'])('markroute agent repairs the node (%s)', (backend) => {
   let lab: Lab;
@@ -26,37 +38,14 @@ describe.each<Backend>(['nftables', 'iptables'])('markroute agent repairs the no
   const out = (argv: string[]) => lab.exec(lab.ns.node, argv, { check: false }).stdout;
   const repairs = (kind: string) => agent.metric('markroute_repairs_total', { kind });
 
-  /** Tampers, then waits for `back`: the time from the tampering to the repair, which must be within the bound; the node is then as before. */
-  async function repaired(tamper: () => void, back: () => boolean): Promise<void> {
-    expect(back(), 'in place before the tampering').toBe(true);
-    const started = performance.now();
-    tamper();
-    expect(back(), 'the tampering took').toBe(false);
-    const waited = await timeUntil(back);
-    const ms = waited === Infinity ? Infinity : performance.now() - started;
-    expect(ms, `repaired within ${REPAIR_MS} ms; agent log:\n${agent.stderr()}`).toBeLessThanOrEqual(REPAIR_MS);
-    expect(settled(lab.snapshot())).toEqual(settled(before));
-  }
-
-  /** Same-node pod traffic goes out through the fabric, where the NSG counts it. */
-  async function crossesFabric(): Promise<void> {
-    lab.nsg.reset();
-    const r = await lab.probe(first, 'udp', server.ip4!, 7000, { count: 3, fresh: true });
-    expect(r.received).toBe(3);
-    expect(lab.nsg.packets(first.ip4!, server.ip4!)).toBeGreaterThanOrEqual(3);
-  }
+  const repaired = (tamper: () => void, back: () => boolean) => expectRepaired({ lab, before, agent }, tamper, back);
+  const crossesFabric = async () => expect(await fabricCrossing({ lab, first, server })).toEqual({ received: 3, throughFabric: true });
 
   const variant = () => (markChains(lab.snapshot().iptables[saveKey('nft', 4)]).length ? 'nft' : 'legacy');
 
   beforeAll(async () => {
-    lab = await createLab();
-    list = loadPtpConflist(lab, backend);
     // kube-system's pods are passed through: recorded, unmarked
-    Object.assign(list.plugins.find((p) => p.type === 'markroute')!, { excludeNamespaces: ['kube-system'] });
-    first = await lab.addPod('first', list);
-    server = await lab.addPod('server', list);
-    await lab.serve(server, 'udp', 7000);
-    before = lab.snapshot();
+    ({ lab, list, first, server, before } = await podPairLab(backend, { excludeNamespaces: ['kube-system'] }));
     agent = await startAgent(lab, list, { extra: ['--resync', '30'] });
   });
 
@@ -183,13 +172,7 @@ describe('markroute agent repairs a pod\'s link group (linkGroup, nftables)', ()
   const group = (dev: string) => (JSON.parse(lab.exec(lab.ns.node, ['ip', '-j', 'link', 'show', 'dev', dev]).stdout) as { group?: string }[])[0]?.group;
 
   beforeAll(async () => {
-    lab = await createLab();
-    list = loadPtpConflist(lab, 'nftables');
-    Object.assign(list.plugins.find((p) => p.type === 'markroute')!, { linkGroup: GROUP });
-    first = await lab.addPod('first', list);
-    server = await lab.addPod('server', list);
-    await lab.serve(server, 'udp', 7000);
-    before = lab.snapshot();
+    ({ lab, list, first, server, before } = await podPairLab('nftables', { linkGroup: GROUP }));
     agent = await startAgent(lab, list);
   });
 
@@ -199,16 +182,10 @@ describe('markroute agent repairs a pod\'s link group (linkGroup, nftables)', ()
   });
 
   test('the pod\'s host veth put back in the default group: back in its group within 2 s, its traffic marked again', async () => {
-    expect(group(first.hostIf!)).toBe(String(GROUP));
-    const started = performance.now();
-    lab.exec(lab.ns.node, ['ip', 'link', 'set', 'dev', first.hostIf!, 'group', 'default']);
-    expect(await timeUntil(() => group(first.hostIf!) === String(GROUP))).toBeLessThan(Infinity);
-    expect(performance.now() - started, agent.stderr()).toBeLessThanOrEqual(REPAIR_MS);
-    expect(settled(lab.snapshot())).toEqual(settled(before));
+    await expectRepaired({ lab, before, agent }, () => lab.exec(lab.ns.node, ['ip', 'link', 'set', 'dev', first.hostIf!, 'group', 'default']),
+      () => group(first.hostIf!) === String(GROUP));
     expect(agent.metric('markroute_repairs_total', { kind: 'linkGroup' })).toBe(1);
-    lab.nsg.reset();
-    expect((await lab.probe(first, 'udp', server.ip4!, 7000, { count: 3, fresh: true })).received).toBe(3);
-    expect(lab.nsg.packets(first.ip4!, server.ip4!)).toBeGreaterThanOrEqual(3);
+    expect(await fabricCrossing({ lab, first, server })).toEqual({ received: 3, throughFabric: true });
   });
 
   test('a pod whose veth is gone before its DEL: nothing to put back, no failed pass; its DEL then removes it', async () => {

@@ -840,18 +840,16 @@ describe.each(BACKENDS)('state left by an ADD killed before it changed the kerne
     // A real ADD gives the index exactly as Session.attach writes it before touching the kernel ...
     const add = plugin(baseEnv('ADD', cid), JSON.stringify(conf));
     expect([add.status, add.stderr]).toEqual([0, '']);
-    // the index file itself, to reproduce below what the kill leaves; what it holds, through status
-    const index = readFileSync(join(stateDir, 'index.json'), 'utf8');
-    const held = status(stateDir).objects.map((o) => o.key);
-    expect(held.filter((k) => k.startsWith(backend === 'iptables' ? 'element/' : 'nftElement/'))).toHaveLength(1);
+    const index = JSON.parse(readFileSync(join(stateDir, 'index.json'), 'utf8'));
+    expect(Object.keys(index.refs).filter((k) => k.startsWith(backend === 'iptables' ? 'element/' : 'nftElement/'))).toHaveLength(1);
     // the index lists the shared objects of this backend only: a set and a chain, or a table
-    const shared = held.map((k) => k.split('/')[0]).filter((k) => ['ipset', 'markChain', 'nftTable'].includes(k!)).sort();
+    const shared = Object.keys(index.objects).map((k) => k.split('/')[0]).filter((k) => ['ipset', 'markChain', 'nftTable'].includes(k!)).sort();
     expect(shared).toEqual(backend === 'iptables' ? ['ipset', 'markChain'] : ['nftTable']);
     const del = plugin(baseEnv('DEL', cid), JSON.stringify(conf));
     expect([del.status, del.stdout]).toEqual([0, '']);
     expect(snapshot(NS)).toEqual(before);
     // ... then killed: dirty index, no record yet, kernel untouched.
-    writeFileSync(join(stateDir, 'index.json'), JSON.stringify({ ...JSON.parse(index), dirty: true }));
+    writeFileSync(join(stateDir, 'index.json'), JSON.stringify({ ...index, dirty: true }));
     expect(records(stateDir)).toEqual([]);
 
     const retry = plugin({ ...baseEnv('DEL', cid), CNI_NETNS: '' }, JSON.stringify(merge(conf, { prevResult: undefined })));
@@ -859,5 +857,7 @@ describe.each(BACKENDS)('state left by an ADD killed before it changed the kerne
     expect(retry.status).toBe(0);
     expect(snapshot(NS)).toEqual(before);
     expect(status(stateDir)).toMatchObject({ indexNeedsRecovery: false, attachments: [], objects: [] });
+    // the counts themselves: status lists no key that neither the index's objects nor a record holds
+    expect(JSON.parse(readFileSync(join(stateDir, 'index.json'), 'utf8'))).toMatchObject({ dirty: false, objects: {}, refs: {} });
   });
 });

@@ -87,6 +87,8 @@ describe.each(['iptables', 'nftables'] as Backend[])('concurrent markroute opera
     expect(s.rpFilter.eth0).toBe('1');
     expect(stateFiles('attachments').filter((f) => f.endsWith('.json'))).toEqual([]);
     expect(status()).toMatchObject({ indexNeedsRecovery: false, attachments: [], objects: [] });
+    // the counts themselves: status lists no key that neither the index's objects nor a record holds
+    expect(index()).toMatchObject({ dirty: false, refs: {}, objects: {} });
   };
 
   /** One chain per family (iptables, in iptables-nft: there is no kube-proxy to follow here) or one table. */

@@ -236,6 +236,8 @@ describe.each(BACKENDS)('SIGKILL anywhere in ADD and DEL, %s backend', (backend)
     expect(node.records()).toEqual([]);
     expect(node.tmpFiles()).toEqual([]);
     expect(node.status()).toMatchObject({ indexNeedsRecovery: false, attachments: [], objects: [] });
+    // the counts themselves: status lists no key that neither the index's objects nor a record holds
+    expect(node.index()).toMatchObject({ dirty: false, refs: {}, objects: {} });
     expect(node.lockHolders()).toEqual([]);
     expect(markrouteObjects(node.snapshot())).toEqual(NO_MARKROUTE);
     expect(node.snapshot()).toEqual(baseline);

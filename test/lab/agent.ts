@@ -8,10 +8,38 @@ import { join } from 'node:path';
 import type { Conflist } from './cni.ts';
 import { findPlugin } from './cni.ts';
 import { inNs, sleep } from './exec.ts';
-import type { Lab } from './lab.ts';
+import { createLab, type Lab, type Pod } from './lab.ts';
+import { loadPtpConflist, type Backend } from './markroute.ts';
 import type { Snapshot } from './snapshot.ts';
 
 export const AGENT_LISTEN = '127.0.0.1:9743';
+
+/** The agent suites' node: pods `first` and `server` (a UDP echo on port 7000), and the node as it was with them, before any agent. */
+export interface PodPair {
+  lab: Lab;
+  list: Conflist;
+  first: Pod;
+  server: Pod;
+  before: Snapshot;
+}
+
+/** A lab with the pod pair under `backend`, markroute's entry amended by `entry`. */
+export async function podPairLab(backend: Backend, entry: Record<string, unknown> = {}): Promise<PodPair> {
+  const lab = await createLab();
+  const list = loadPtpConflist(lab, backend);
+  Object.assign(list.plugins.find((p) => p.type === 'markroute')!, entry);
+  const first = await lab.addPod('first', list);
+  const server = await lab.addPod('server', list);
+  await lab.serve(server, 'udp', 7000);
+  return { lab, list, first, server, before: lab.snapshot() };
+}
+
+/** Three probes from `first` to `server`: how many arrived, and whether the fabric's NSG counted them (same-node traffic went out through the fabric). */
+export async function fabricCrossing({ lab, first, server }: Pick<PodPair, 'lab' | 'first' | 'server'>): Promise<{ received: number; throughFabric: boolean }> {
+  lab.nsg.reset();
+  const r = await lab.probe(first, 'udp', server.ip4!, 7000, { count: 3, fresh: true });
+  return { received: r.received, throughFabric: lab.nsg.packets(first.ip4!, server.ip4!) >= 3 };
+}
 
 export interface Agent {
   child: ChildProcess;
@@ -22,8 +50,8 @@ export interface Agent {
   stderr(): string;
   /** GET a path with curl inside the node namespace: status code and body. */
   get(path: string): { code: number; body: string };
-  /** A metric's value from /metrics (a sample line `name{labels} value`); 0 when absent. */
-  metric(name: string, labels?: Record<string, string>): number;
+  /** A metric's value from /metrics (a sample line `name{labels} value`); undefined when the agent does not show it. */
+  metric(name: string, labels?: Record<string, string>): number | undefined;
   /** The agent's own pid, from its first log line (under `wrap`, the child is the wrapper). */
   pid(): number | undefined;
   /** Signals the agent; resolves with its exit code (or signal) and how long it took to exit. */
@@ -59,7 +87,7 @@ export async function startAgent(lab: Lab, list: Conflist, { extra = [], wrap = 
         const m = /^([a-z_]+)(?:\{(.*)\})? /.exec(l);
         return m?.[1] === name && want.every((w) => (m[2] ?? '').split(',').includes(w)) && (m[2] ?? '').split(',').filter(Boolean).length === want.length;
       });
-      return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+      return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : undefined;
     },
     stop(signal) {
       const started = performance.now();

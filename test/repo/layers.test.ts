@@ -45,9 +45,9 @@ describe('layers (docs/ARCHITECTURE.md)', () => {
   test('e2e suites read the state through `status --json`; the index file only where a suite reproduces what something else left', () => {
     const why: Record<string, string> = {
       'test/e2e/agent-load.test.ts': 'injects the agent\'s kill at the index\'s temporary file',
-      'test/e2e/bad-inputs.test.ts': 'writes back the dirty index a killed ADD leaves',
-      'test/e2e/concurrency.test.ts': 'kills an operation the moment the index turns dirty (polled far faster than a status run)',
-      'test/e2e/crash.test.ts': 'injects the kill at the index\'s temporary file',
+      'test/e2e/bad-inputs.test.ts': 'writes back the dirty index a killed ADD leaves, and checks the counts status does not list',
+      'test/e2e/concurrency.test.ts': 'kills an operation the moment the index turns dirty (polled far faster than a status run), and checks the counts status does not list',
+      'test/e2e/crash.test.ts': 'injects the kill at the index\'s temporary file, and checks the counts status does not list',
       'test/e2e/explain.test.ts': 'writes the dirty index an operation that died midway leaves',
       'test/e2e/hostile-user.test.ts': 'an unprivileged user tries to replace the index',
       'test/e2e/upgrade.test.ts': 'writes an older version\'s index, with this boot\'s identity',

@@ -1,12 +1,13 @@
 // The state lock as the agent takes it: waited for in the background (its event loop goes on
-// answering probes and signals meanwhile), nesting the engine's own acquisition while held, and
-// still refusing a holder that hangs. Real flock(1) holders on a temp dir's lock file.
+// answering probes and signals meanwhile), handed to the engine's operation while held, and still
+// refusing a holder that hangs. Real flock(1) holders on a temp dir's lock file.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { LOCK_FILE, acquireLock, acquireLockInBackground } from '../../src/state/lock.ts';
+import { withState } from '../../src/engine.ts';
+import { LOCK_FILE, acquireLockInBackground } from '../../src/state/lock.ts';
 
 let dir: string;
 let holder: ChildProcess | undefined;
@@ -53,19 +54,15 @@ describe('the state lock, taken in the background (the agent)', () => {
     expect(free()).toBe(true);
   });
 
-  test('while held, the engine\'s acquireLock in this process nests at once; the lock goes when the outer one is released', async () => {
-    const outer = await acquireLockInBackground(dir, 5000);
-    const inner = await acquireLock(dir, 500);
-    expect(inner.waitedMs).toBe(0);
-    await inner.release();
-    expect(free(), 'the inner release leaves the outer hold').toBe(false);
-    await outer.release();
+  test('handed to withState, the held lock is used as is (no second acquisition waiting for our own lock) and stays held until its holder releases it', async () => {
+    const held = await acquireLockInBackground(dir, 5000);
+    const started = performance.now();
+    const seen = await withState(dir, () => free(), { heldLock: held });
+    expect(performance.now() - started).toBeLessThan(400); // a second acquisition would wait for our own lock until it gave up (500 ms... 10 s)
+    expect(seen, 'held during the operation').toBe(false);
+    expect(free(), 'still held after it: its holder releases it').toBe(false);
+    await held.release();
     expect(free()).toBe(true);
-    // no longer nested: a held lock is waited for again
-    await heldElsewhere(0.3);
-    const again = await acquireLock(dir, 5000);
-    expect(again.waitedMs).toBeGreaterThan(100);
-    await again.release();
   });
 
   test('a holder that hangs past stuckMs: "try again later" (code 11), the event loop running meanwhile', async () => {
